@@ -1,0 +1,74 @@
+"""The ``mbrl`` command. Thin: every subcommand is a typed function elsewhere; tyro builds its CLI.
+
+Two levels: ``mbrl GROUP COMMAND ...`` (e.g. ``mbrl dataset info``) or ``mbrl COMMAND ...`` (e.g. ``mbrl eval``).
+Commands are registered as ``"module:function"`` strings and imported lazily, so ``mbrl --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import tyro
+
+# group -> command -> "module:function" (or a top-level command -> "module:function").
+COMMANDS: dict[str, dict[str, str] | str] = {
+    "dataset": {
+        "info": "mbrl.data.commands:info",
+        "convert": "mbrl.data.commands:convert",
+    },
+    "plot": "mbrl.logging:plot_command",
+}
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+def _usage(table: dict[str, Any], prefix: str) -> str:
+    lines = [f"usage: {prefix} COMMAND [--help]", "", "commands:"]
+    for name, target in sorted(table.items()):
+        if isinstance(target, dict):
+            lines.append(f"  {name} {{{', '.join(sorted(target))}}}")
+        else:
+            doc = (_load(target).__doc__ or "").strip().splitlines()
+            lines.append(f"  {name:<12} {doc[0] if doc else ''}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mbrl`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    table: dict[str, Any] = COMMANDS
+    prefix = "mbrl"
+    while True:
+        if not args or args[0] in ("-h", "--help"):
+            print(_usage(table, prefix))
+            return 0
+        name = args.pop(0)
+        if name not in table:
+            print(f"{prefix}: unknown command {name!r}\n\n{_usage(table, prefix)}", file=sys.stderr)
+            return 2
+        prefix = f"{prefix} {name}"
+        if isinstance(table[name], dict):
+            table = table[name]
+            continue
+        func = _load(table[name])
+        try:
+            result = tyro.cli(func, args=args, prog=prefix)
+        except (CommandError, FileNotFoundError, ValueError, KeyError) as exc:
+            message = str(exc).strip("'\"")
+            print(f"{prefix}: error: {message}", file=sys.stderr)
+            return 2
+        return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
