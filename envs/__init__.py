@@ -1,0 +1,5 @@
+"""Gymnasium environments: the registry of supported envs with their termination and reward functions."""
+
+from envs.registry import EnvSpec, get_spec, make_env, supported_envs
+
+__all__ = ["EnvSpec", "get_spec", "make_env", "supported_envs"]
