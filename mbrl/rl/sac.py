@@ -1,0 +1,443 @@
+"""Vectorised SAC-N: Soft Actor-Critic with an ensemble of N critics held as one batched module.
+
+Follows Haarnoja et al., "Soft Actor-Critic Algorithms and Applications" (2018) with the SB3 conventions
+(Tanh-Gaussian actor, clipped-double-Q generalised to N critics, automatic temperature with target entropy
+``-|A|``, Polyak-averaged target critics), plus the options the toolkit's agents need:
+
+- SAC-N / EDAC (An et al., NeurIPS 2021): N critics, min over all of them, and the ensemble-diversity term
+  ``edac_eta`` (RAVL uses N=10).
+- REDQ (Chen et al., ICLR 2021): target = min over a random subset of ``num_target_critics`` of the N target
+  critics (subset drawn from the learner's generator), actor on the mean over critics.
+- Lipschitz-regularised critic (Zheng et al., ICLR 2023): spectral normalisation of chosen critic layers and
+  adversarial perturbation of the critic's observation input (PGD/FGSM inside an epsilon ball, extra TD loss on
+  the perturbed inputs), plus optional Gaussian input noise.
+- bf16 autocast of the forward passes (matmuls in bf16, fp32 master weights, losses in fp32).
+
+Actions are in ``[-1, 1]`` inside the learner and in env units at its boundary (``act``, ``as_policy`` and the
+batches passed to ``update``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mbrl.rl import losses
+from mbrl.rl.networks import CriticEnsemble, TanhGaussianActor
+from mbrl.rl.policies import TorchPolicy
+from mbrl.types import Metrics, TransitionBatch
+from mbrl.utils import resolve_device
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Hyperparameters of :class:`SAC` (defaults: SB3's SAC on MuJoCo, 256x256 ReLU nets).
+
+    Attributes:
+        hidden: hidden width of the actor and the critics.
+        depth: number of hidden layers of the actor and the critics.
+        num_critics: N critics in the ensemble (SAC: 2; SAC-N/EDAC/RAVL: 10 or more).
+        num_target_critics: REDQ's M: the target takes the min over a random subset of M of the N target critics
+            (drawn each update); None uses all N.
+        actor_q_reduction: how the actor reduces its N critic values: "min" (SAC, SAC-N) or "mean" (REDQ).
+        actor_lr: Adam learning rate of the actor.
+        critic_lr: Adam learning rate of the critics.
+        alpha_lr: Adam learning rate of ``log alpha``.
+        gamma: discount.
+        tau: Polyak coefficient of the target critics (``target <- (1 - tau) target + tau online``).
+        batch_size: batch size the callers sample (the learner accepts any batch size).
+        init_alpha: initial entropy temperature (SB3's "auto" starts at 1.0); the fixed value if not auto_alpha.
+        auto_alpha: tune alpha towards ``target_entropy``.
+        target_entropy: entropy target; None means ``-|A|``.
+        log_std_min: lower clamp of the actor's log standard deviation.
+        log_std_max: upper clamp of the actor's log standard deviation.
+        edac_eta: weight of EDAC's ensemble-diversity term (0 disables it; needs num_critics >= 2).
+        critic_spectral_norm_layers: indices of critic layers (0 .. depth, depth = output layer, negative from the
+            end) whose weights are spectrally normalised per critic; () disables.
+        critic_input_noise_std: std of Gaussian noise added to the observations fed to the critic loss (obs units).
+        adv_epsilon: radius of the adversarial observation perturbation of the critic input (0 disables).
+        adv_steps: projected-gradient ascent steps (1 with the default step size = FGSM).
+        adv_step_size: ascent step length; None means ``adv_epsilon`` for one step, ``2.5 * eps / steps`` else.
+        adv_norm: the ball's norm, "linf" or "l2" (per transition).
+        adv_weight: the critic loss is ``TD(obs) + adv_weight * TD(obs + delta)``.
+        use_bf16: run forward passes under bf16 autocast (fp32 master weights and losses).
+        actor_update_every: update the actor and alpha every k critic updates (1 = every update).
+        device: "cpu", "cuda" or "auto".
+    """
+
+    hidden: int = 256
+    depth: int = 2
+    num_critics: int = 2
+    num_target_critics: int | None = None
+    actor_q_reduction: Literal["min", "mean"] = "min"
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    init_alpha: float = 1.0
+    auto_alpha: bool = True
+    target_entropy: float | None = None
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+    edac_eta: float = 0.0
+    critic_spectral_norm_layers: tuple[int, ...] = ()
+    critic_input_noise_std: float = 0.0
+    adv_epsilon: float = 0.0
+    adv_steps: int = 1
+    adv_step_size: float | None = None
+    adv_norm: Literal["linf", "l2"] = "linf"
+    adv_weight: float = 1.0
+    use_bf16: bool = False
+    actor_update_every: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"SACConfig: {message}")
+
+        check(self.hidden >= 1 and self.depth >= 1, f"hidden and depth must be >= 1, got {self.hidden}, {self.depth}")
+        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+        if self.num_target_critics is not None:
+            check(
+                1 <= self.num_target_critics <= self.num_critics,
+                f"num_target_critics must be in [1, num_critics={self.num_critics}], got {self.num_target_critics}",
+            )
+        check(self.actor_q_reduction in ("min", "mean"), f"actor_q_reduction must be 'min' or 'mean', got {self.actor_q_reduction!r}")
+        check(0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        check(0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}")
+        check(self.init_alpha > 0, f"init_alpha must be > 0, got {self.init_alpha}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.edac_eta >= 0, f"edac_eta must be >= 0, got {self.edac_eta}")
+        check(self.edac_eta == 0 or self.num_critics >= 2, "edac_eta > 0 needs num_critics >= 2")
+        check(self.critic_input_noise_std >= 0, f"critic_input_noise_std must be >= 0, got {self.critic_input_noise_std}")
+        check(self.adv_epsilon >= 0, f"adv_epsilon must be >= 0, got {self.adv_epsilon}")
+        check(self.adv_steps >= 1, f"adv_steps must be >= 1, got {self.adv_steps}")
+        check(self.adv_norm in ("linf", "l2"), f"adv_norm must be 'linf' or 'l2', got {self.adv_norm!r}")
+        check(self.actor_update_every >= 1, f"actor_update_every must be >= 1, got {self.actor_update_every}")
+        check(self.log_std_min < self.log_std_max, "log_std_min must be < log_std_max")
+
+
+def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
+    # Fused Adam: one kernel per step for all parameters (CPU and CUDA in torch >= 2.4); foreach otherwise.
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - older torch / unsupported device
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class SAC:
+    """Soft Actor-Critic with N critics as one batched module (see the module docstring for the papers).
+
+    Args:
+        obs_dim: D.
+        action_dim: A.
+        action_low: ``[A]`` lower action bounds in env units (finite).
+        action_high: ``[A]`` upper action bounds in env units (finite, > low).
+        config: hyperparameters.
+        generator: the learner's RNG (initialisation, policy noise, REDQ subsets, input noise); its state is part
+            of ``state_dict`` so a resumed learner continues the same random stream.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        action_low: np.ndarray | Tensor | list[float],
+        action_high: np.ndarray | Tensor | list[float],
+        config: SACConfig | None = None,
+        *,
+        generator: torch.Generator,
+    ):
+        self.config = c = config if config is not None else SACConfig()
+        self.obs_dim = int(obs_dim)
+        self.action_dim = int(action_dim)
+        self.device = resolve_device(c.device)
+        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32).reshape(-1))
+        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32).reshape(-1))
+        if low.shape != (self.action_dim,) or high.shape != (self.action_dim,):
+            raise ValueError(
+                f"SAC: action bounds must have shape ({self.action_dim},), got {tuple(low.shape)} and {tuple(high.shape)}"
+            )
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+            raise ValueError(f"SAC: action bounds must be finite with high > low, got low={low.tolist()} high={high.tolist()}")
+        self.generator = generator
+        self.action_scale = ((high - low) / 2).to(self.device)
+        self.action_bias = ((high + low) / 2).to(self.device)
+        self._inv_action_scale = 1.0 / self.action_scale
+
+        # Parameters are initialised on CPU from the generator, then moved (a CUDA generator is not required).
+        self.actor = TanhGaussianActor(
+            obs_dim, action_dim, c.hidden, c.depth, c.log_std_min, c.log_std_max, generator=generator
+        ).to(self.device)
+        self.critic = CriticEnsemble(
+            obs_dim, action_dim, c.num_critics, c.hidden, c.depth,
+            spectral_norm_layers=c.critic_spectral_norm_layers, generator=generator,
+        ).to(self.device)
+        self.target_critic = copy.deepcopy(self.critic)
+        self.target_critic.requires_grad_(False)
+        self.log_alpha = torch.nn.Parameter(torch.tensor(math.log(c.init_alpha), device=self.device))
+        self.target_entropy = float(-action_dim if c.target_entropy is None else c.target_entropy)
+
+        self._actor_params: list[Tensor] = list(self.actor.parameters())
+        self._critic_params: list[Tensor] = list(self.critic.parameters())
+        self._target_params: list[Tensor] = list(self.target_critic.parameters())
+        self.actor_optimizer = _adam(self._actor_params, c.actor_lr)
+        self.critic_optimizer = _adam(self._critic_params, c.critic_lr)
+        self.alpha_optimizer = _adam([self.log_alpha], c.alpha_lr)
+        self.num_updates = 0
+        # Hoisted per-update buffers (re-allocated only when the batch size changes).
+        self._noise = torch.empty(0, action_dim, device=self.device)
+        self._next_noise = torch.empty(0, action_dim, device=self.device)
+        self._last_actor_metrics = torch.full((3,), float("nan"), device=self.device)
+        self._metric_names = self._build_metric_names()
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.use_bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _draw_noise(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        if self._noise.shape[0] != batch_size:
+            self._noise = torch.empty(batch_size, self.action_dim, device=self.device)
+            self._next_noise = torch.empty(batch_size, self.action_dim, device=self.device)
+        if self.generator.device != self.device:  # e.g. a CPU generator driving a CUDA learner
+            return self._randn(self._noise.shape), self._randn(self._noise.shape)
+        # In place into the same buffers: the previous update's graphs that saved them are already freed.
+        self._noise.normal_(generator=self.generator)
+        self._next_noise.normal_(generator=self.generator)
+        return self._noise, self._next_noise
+
+    def _randn(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.generator.device).to(self.device)
+
+    def _build_metric_names(self) -> list[str]:
+        names = ["critic_loss", "q_mean", "q_std", "target_q_mean", "alpha"]
+        if self.config.edac_eta > 0:
+            names.append("edac_loss")
+        if self.config.adv_epsilon > 0:
+            names.append("adv_critic_loss")
+        return [*names, "actor_loss", "alpha_loss", "entropy"]
+
+    @property
+    def alpha(self) -> float:
+        """Current entropy temperature."""
+        return float(self.log_alpha.detach().exp())
+
+    def to_unit(self, action: Tensor) -> Tensor:
+        """Env-unit actions ``[B, A]`` -> ``[-1, 1]``."""
+        return (action - self.action_bias) * self._inv_action_scale
+
+    def to_env(self, action: Tensor) -> Tensor:
+        """``[-1, 1]`` actions ``[B, A]`` -> env units."""
+        return action * self.action_scale + self.action_bias
+
+    def parameters(self) -> Iterator[Tensor]:
+        """All trainable parameters (actor, critics, log alpha)."""
+        yield from self._actor_params
+        yield from self._critic_params
+        yield self.log_alpha
+
+    # -- learning ------------------------------------------------------------------------------------------------
+    def target_subset(self) -> Tensor | None:
+        """REDQ: indices of the ``num_target_critics`` target critics used this update (drawn from the
+        generator), or None when the target uses all critics (no draw)."""
+        c = self.config
+        if c.num_target_critics is None or c.num_target_critics >= c.num_critics:
+            return None
+        return torch.randperm(c.num_critics, generator=self.generator, device=self.generator.device)[
+            : c.num_target_critics
+        ].to(self.device)
+
+    @torch.no_grad()
+    def _target(self, reward: Tensor, next_obs: Tensor, terminated: Tensor, alpha: Tensor, noise: Tensor) -> Tensor:
+        with self._autocast():
+            next_action, next_log_prob = self.actor.sample(next_obs, noise)
+            next_q_all = self.target_critic(next_obs, next_action)
+        next_q_all = next_q_all.float()
+        subset = self.target_subset()
+        if subset is not None:
+            next_q_all = next_q_all[subset]
+        next_q = next_q_all.min(dim=0).values
+        return losses.td_target(reward, terminated, next_q, next_log_prob, alpha, self.config.gamma)
+
+    def compute_target(self, batch: TransitionBatch, noise: Tensor | None = None) -> Tensor:
+        """The soft TD targets ``[B]`` of ``batch`` as :meth:`update` computes them (min over the target critics,
+        or over a REDQ subset; ``terminated`` rows get exactly their reward).
+
+        Args:
+            batch: transitions (env-unit actions; only reward, next_obs and terminated are used).
+            noise: ``[B, A]`` standard-normal draws for the next actions; default drawn from the generator.
+        """
+        batch = batch.to(self.device)
+        if noise is None:
+            noise = self._randn((len(batch), self.action_dim))
+        alpha = self.log_alpha.detach().exp()
+        return self._target(batch.reward, batch.next_obs, batch.terminated, alpha, noise)
+
+    def critic_td_loss(self, obs: Tensor, action_unit: Tensor, target: Tensor) -> Tensor:
+        """TD loss of the critic ensemble on ``obs [B, D]``, ``action_unit [B, A]`` (in [-1, 1]), ``target [B]``."""
+        with self._autocast():
+            q = self.critic(obs, action_unit)
+        return losses.critic_loss(q.float(), target)
+
+    def update(self, batch: TransitionBatch) -> Metrics:
+        """One SAC-N update on ``batch`` (env-unit actions): critics, then actor and alpha, then targets.
+
+        Returns:
+            ``critic_loss`` (TD part), ``q_mean``, ``q_std`` (std over critics, mean over the batch),
+            ``target_q_mean``, ``alpha`` (the value used in this update), ``edac_loss`` / ``adv_critic_loss`` when
+            enabled, ``actor_loss``, ``alpha_loss``, ``entropy`` (``-mean log pi``; from the last actor update when
+            ``actor_update_every > 1``). Keys carry no namespace; callers prefix ``train/``.
+        """
+        c = self.config
+        if batch.obs.device != self.device:
+            batch = batch.to(self.device)
+        if batch.obs_dim != self.obs_dim or batch.action_dim != self.action_dim:
+            raise ValueError(
+                f"SAC.update: batch has obs/action dims {batch.obs_dim}/{batch.action_dim}, "
+                f"learner expects {self.obs_dim}/{self.action_dim}"
+            )
+        obs, reward, next_obs, terminated = batch.obs, batch.reward, batch.next_obs, batch.terminated
+        action = self.to_unit(batch.action)
+        noise, next_noise = self._draw_noise(obs.shape[0])
+        alpha = self.log_alpha.detach().exp()  # one alpha for the whole update (as SB3)
+
+        target = self._target(reward, next_obs, terminated, alpha, next_noise)
+
+        # Critics.
+        critic_obs = obs
+        if c.critic_input_noise_std > 0:
+            critic_obs = obs + c.critic_input_noise_std * self._randn(obs.shape)
+        extra: list[Tensor] = []
+        if c.edac_eta > 0:
+            with self._autocast():
+                q, grads = self.critic.action_gradients(critic_obs, action, create_graph=True)
+            q = q.float()
+            edac = losses.edac_diversity_loss(grads.float())
+            td = losses.critic_loss(q, target)
+            total = td + c.edac_eta * edac
+            extra.append(edac.detach())
+        else:
+            with self._autocast():
+                q = self.critic(critic_obs, action)
+            q = q.float()
+            td = losses.critic_loss(q, target)
+            total = td
+        if c.adv_epsilon > 0:
+            delta = losses.adversarial_perturbation(
+                lambda o: self.critic_td_loss(o, action, target),
+                critic_obs, epsilon=c.adv_epsilon, steps=c.adv_steps, step_size=c.adv_step_size, norm=c.adv_norm,
+            )
+            adv = self.critic_td_loss(critic_obs + delta, action, target)
+            total = total + c.adv_weight * adv
+            extra.append(adv.detach())
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.critic_optimizer.step()
+
+        # Actor and temperature (with the updated critics, as SB3).
+        if self.num_updates % c.actor_update_every == 0:
+            with self._autocast():
+                pi, log_prob = self.actor.sample(obs, noise)
+                q_pi = self.critic(obs, pi)
+            a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            a_loss.backward(inputs=self._actor_params)  # no gradients into the critics' weights
+            self.actor_optimizer.step()
+            if c.auto_alpha:
+                al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
+                self.alpha_optimizer.zero_grad(set_to_none=True)
+                al_loss.backward()
+                self.alpha_optimizer.step()
+            else:
+                al_loss = torch.zeros((), device=self.device)
+            self._last_actor_metrics = torch.stack([a_loss.detach(), al_loss.detach(), -log_prob.detach().mean()])
+
+        # Targets: one fused lerp over all parameter tensors (no per-critic loop).
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, c.tau)
+        self.num_updates += 1
+
+        q_det = q.detach()
+        q_std = q_det.std(dim=0).mean() if c.num_critics > 1 else torch.zeros((), device=self.device)
+        values = torch.cat([
+            torch.stack([td.detach(), q_det.mean(), q_std, target.mean(), alpha, *extra]),
+            self._last_actor_metrics,
+        ])
+        return dict(zip(self._metric_names, values.tolist()))
+
+    # -- acting --------------------------------------------------------------------------------------------------
+    def act(self, obs: np.ndarray | Tensor, deterministic: bool = False) -> Any:
+        """Env-unit actions for ``obs [D]`` or ``[B, D]`` (numpy in -> numpy out, torch in -> torch out).
+
+        Stochastic actions draw from the learner's generator.
+        """
+        return TorchPolicy(
+            self.actor, self.action_scale, self.action_bias,
+            deterministic=deterministic, generator=self.generator, use_bf16=False,
+        )(obs)
+
+    def as_policy(self, deterministic: bool = False, generator: torch.Generator | None = None) -> TorchPolicy:
+        """A :class:`mbrl.types.Policy` over the live actor (``obs [B, D] -> env-unit action [B, A]``).
+
+        Args:
+            deterministic: ``tanh(mean)`` instead of a sample.
+            generator: RNG of the samples; default the learner's own.
+        """
+        return TorchPolicy(
+            self.actor, self.action_scale, self.action_bias, deterministic=deterministic,
+            generator=generator if generator is not None else self.generator, use_bf16=self.config.use_bf16,
+        )
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: networks, targets, optimizers, log alpha, RNG, update count.
+
+        Tensors and plain containers only (loadable with ``torch.load(weights_only=True)``).
+        """
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "num_updates": torch.tensor(self.num_updates, dtype=torch.int64),
+            "last_actor_metrics": self._last_actor_metrics.detach().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (a clear ``KeyError`` names a missing entry)."""
+        required = (
+            "actor", "critic", "target_critic", "log_alpha", "actor_optimizer", "critic_optimizer",
+            "alpha_optimizer", "generator", "num_updates",
+        )
+        missing = [k for k in required if k not in state]
+        if missing:
+            raise KeyError(f"SAC.load_state_dict: missing entries {missing}")
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.generator.set_state(state["generator"])
+        self.num_updates = int(state["num_updates"])
+        if "last_actor_metrics" in state:
+            self._last_actor_metrics = state["last_actor_metrics"].to(self.device).clone()

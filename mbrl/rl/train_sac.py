@@ -1,0 +1,193 @@
+"""Model-free SAC on a real gymnasium env: the reference loop (``mbrl train sac``, learning-parity benchmark).
+
+The loop matches stable-baselines3's ``SAC.learn`` step for step so the two can be compared at equal settings:
+uniform random actions for the first ``learning_starts`` env steps, then the stochastic policy; after every env
+step past ``learning_starts``, ``utd`` gradient updates on uniform replay batches. ``terminated`` is stored as
+such (stops bootstrapping), ``truncated`` (time limit) is not treated as terminal. Every ``eval_every`` env steps
+(and at the end) the deterministic policy is evaluated on a separate env.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbrl.data import ReplayBuffer
+from mbrl.evaluation import evaluate_policy
+from mbrl.logging import Logger
+from mbrl.rl.runtime import tune_allocator
+from mbrl.rl.sac import SAC, SACConfig
+from mbrl.types import Metrics
+from mbrl.utils import set_threads
+
+
+@dataclass(frozen=True)
+class SACTrainConfig:
+    """Settings of :func:`train_sac`.
+
+    Attributes:
+        total_steps: env steps.
+        learning_starts: env steps with uniform random actions before the first update (SB3's learning_starts).
+        utd: gradient updates per env step after ``learning_starts`` (update-to-data ratio).
+        replay_capacity: replay buffer size (capped at ``total_steps``).
+        eval_every: env steps between deterministic evaluations (0: only at the end).
+        eval_episodes: episodes per evaluation.
+        log_every: env steps between ``train/`` metric rows.
+        checkpoint: write ``run_dir/checkpoints/ckpt_<step>.pt`` (learner state) at the end when a run_dir is given.
+        num_threads: torch intra-op threads (set once at the start).
+        sac: the learner's hyperparameters.
+    """
+
+    total_steps: int = 20_000
+    learning_starts: int = 1_000
+    utd: int = 1
+    replay_capacity: int = 1_000_000
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    log_every: int = 1_000
+    checkpoint: bool = True
+    num_threads: int = 1
+    sac: SACConfig = field(default_factory=SACConfig)
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.utd < 0 or self.learning_starts < 0 or self.eval_episodes < 1:
+            raise ValueError(
+                "SACTrainConfig: total_steps and eval_episodes must be >= 1, utd and learning_starts >= 0"
+            )
+        if self.eval_every < 0 or self.log_every < 1 or self.replay_capacity < 1:
+            raise ValueError("SACTrainConfig: eval_every must be >= 0, log_every and replay_capacity >= 1")
+
+
+def make_gym_env(env_id: str) -> gym.Env:
+    """A registered toolkit env (``envs.make_env``) when known, else plain ``gymnasium.make``."""
+    try:
+        from envs import make_env
+
+        return make_env(env_id)
+    except (ImportError, ValueError):
+        return gym.make(env_id)
+
+
+def _box_bounds(env: gym.Env, env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise ValueError(f"train_sac: {env_id} needs a 1-D Box action space, got {space}")
+    obs_space = env.observation_space
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise ValueError(f"train_sac: {env_id} needs a 1-D Box observation space, got {obs_space}")
+    return space.low.astype(np.float32), space.high.astype(np.float32), int(obs_space.shape[0])
+
+
+def train_sac(
+    env_id: str,
+    config: SACTrainConfig | None = None,
+    *,
+    seed: int,
+    logger: Logger | None = None,
+    run_dir: str | Path | None = None,
+) -> tuple[SAC, Metrics]:
+    """Train :class:`SAC` model-free on ``env_id``.
+
+    Args:
+        env_id: a gymnasium id with Box observation and action spaces.
+        config: loop settings and the learner's hyperparameters.
+        seed: seeds the env resets, the random warm-up actions, the replay sampling and the learner.
+        logger: receives ``train/`` (every ``log_every`` steps and per episode), ``eval/`` and ``time/`` metrics
+            at env-step x-values; if None and ``run_dir`` is given, a Logger on ``run_dir`` is made (and closed).
+        run_dir: where the created Logger writes and the final checkpoint goes (optional).
+
+    Returns:
+        ``(agent, metrics)``: the trained learner and the final ``eval/return_mean``, ``eval/return_std``,
+        ``time/total_s``, ``time/updates_per_s``, ``train/episodes``, ``train/updates``.
+    """
+    c = config if config is not None else SACTrainConfig()
+    set_threads(c.num_threads)
+    tune_allocator()
+    env = make_gym_env(env_id)
+    eval_env = make_gym_env(env_id)
+    low, high, obs_dim = _box_bounds(env, env_id)
+    action_dim = low.shape[0]
+    rng = np.random.default_rng(seed)
+    agent = SAC(obs_dim, action_dim, low, high, c.sac, generator=torch.Generator().manual_seed(seed))
+    buffer = ReplayBuffer(
+        min(c.replay_capacity, c.total_steps), obs_dim, action_dim, rng=np.random.default_rng([seed, 1])
+    )
+    own_logger = logger is None and run_dir is not None
+    if own_logger:
+        logger = Logger(run_dir, total=c.total_steps, desc=f"sac {env_id}")
+
+    def evaluate(step: int) -> Metrics:
+        result = evaluate_policy(
+            eval_env, lambda o: agent.act(o, deterministic=True), c.eval_episodes, seed=seed + 1_000_003
+        )
+        out = {"eval/return_mean": result.return_mean, "eval/return_std": result.return_std}
+        if logger is not None:
+            logger.log(out, step)
+        return out
+
+    start = time.perf_counter()
+    update_time = 0.0
+    episodes, episode_return, episode_length = 0, 0.0, 0
+    last: Metrics = {}
+    final: Metrics = {}
+    obs, _ = env.reset(seed=seed)
+    try:
+        for step in range(1, c.total_steps + 1):
+            if step <= c.learning_starts:
+                action = rng.uniform(low, high).astype(np.float32)
+            else:
+                action = np.asarray(agent.act(obs, deterministic=False), dtype=np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            buffer.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated))
+            episode_return += float(reward)
+            episode_length += 1
+            if terminated or truncated:
+                episodes += 1
+                if logger is not None:
+                    logger.log({"train/episode_return": episode_return, "train/episode_length": episode_length}, step)
+                episode_return, episode_length = 0.0, 0
+                obs, _ = env.reset()
+            else:
+                obs = next_obs
+            if step > c.learning_starts:
+                t0 = time.perf_counter()
+                for _ in range(c.utd):
+                    last = agent.update(buffer.sample(c.sac.batch_size))
+                update_time += time.perf_counter() - t0
+            if logger is not None:
+                logger.advance()
+                if step % c.log_every == 0 and last:
+                    elapsed = time.perf_counter() - start
+                    logger.log(
+                        {**{f"train/{k}": v for k, v in last.items()}, "time/env_steps_per_s": step / elapsed}, step
+                    )
+            if c.eval_every > 0 and step % c.eval_every == 0 and step != c.total_steps:
+                evaluate(step)
+        final = evaluate(c.total_steps)
+        total_s = time.perf_counter() - start
+        final.update({
+            "time/total_s": total_s,
+            "time/updates_per_s": agent.num_updates / update_time if update_time > 0 else 0.0,
+            "train/episodes": float(episodes),
+            "train/updates": float(agent.num_updates),
+        })
+        if logger is not None:
+            logger.log({k: v for k, v in final.items() if k.startswith("time/")}, c.total_steps)
+        if run_dir is not None and c.checkpoint:
+            from mbrl.checkpoint import save_run_checkpoint
+
+            save_run_checkpoint(
+                run_dir, c.total_steps, config={"env_id": env_id, "seed": seed, "train": c},
+                state={"sac": agent.state_dict()},
+            )
+    finally:
+        env.close()
+        eval_env.close()
+        if own_logger and logger is not None:
+            logger.close()
+    return agent, final

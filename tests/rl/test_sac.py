@@ -1,0 +1,252 @@
+"""SAC-N learner: targets, Polyak, REDQ, temperature, bounds, state round trip, determinism, options."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl.rl import losses
+from mbrl.rl.networks import SpectralNormEnsembleLinear
+from mbrl.rl.sac import SAC, SACConfig
+from mbrl.types import TransitionBatch
+
+OBS, ACT = 5, 2
+LOW, HIGH = np.array([-3.0, 0.5], dtype=np.float32), np.array([1.0, 4.0], dtype=np.float32)
+SMALL = {"hidden": 32, "depth": 2}
+
+
+def make(seed: int = 0, **kw: object) -> SAC:
+    return SAC(OBS, ACT, LOW, HIGH, SACConfig(**{**SMALL, **kw}), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+
+
+def batch(seed: int, n: int = 16, terminated_rows: tuple[int, ...] = ()) -> TransitionBatch:
+    gen = torch.Generator().manual_seed(1000 + seed)
+    term = torch.zeros(n)
+    term[list(terminated_rows)] = 1.0
+    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+    return TransitionBatch(
+        obs=torch.randn(n, OBS, generator=gen),
+        action=low + (high - low) * torch.rand(n, ACT, generator=gen),
+        reward=torch.randn(n, generator=gen),
+        next_obs=torch.randn(n, OBS, generator=gen),
+        terminated=term,
+        truncated=torch.zeros(n),
+    )
+
+
+def test_terminated_rows_target_is_exactly_the_reward() -> None:
+    sac = make()
+    b = batch(0, terminated_rows=(1, 4, 7))
+    target = sac.compute_target(b)
+    term = b.terminated.bool()
+    assert torch.equal(target[term], b.reward[term])
+    assert not torch.allclose(target[~term], b.reward[~term])  # the others bootstrap
+    # truncated does not stop bootstrapping
+    b_trunc = TransitionBatch(b.obs, b.action, b.reward, b.next_obs, torch.zeros(16), torch.ones(16))
+    target2 = sac.compute_target(b_trunc, noise=torch.zeros(16, ACT))
+    assert not torch.allclose(target2, b.reward)
+
+
+def test_target_is_min_over_target_critics() -> None:
+    sac = make(num_critics=4)
+    b = batch(1)
+    noise = torch.randn(16, ACT, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, logp = sac.actor.sample(b.next_obs, noise)
+        q = sac.target_critic(b.next_obs, a)
+    expected = b.reward + sac.config.gamma * (1 - b.terminated) * (q.min(0).values - sac.alpha * logp)
+    assert torch.allclose(sac.compute_target(b, noise=noise), expected, atol=1e-5)
+
+
+def test_polyak_update_is_exact() -> None:
+    sac = make(tau=0.2)
+    sac.update(batch(0))  # targets and critics differ from now on
+    before = [p.detach().clone() for p in sac.target_critic.parameters()]
+    sac.update(batch(1))
+    for t_before, t_after, online in zip(before, sac.target_critic.parameters(), sac.critic.parameters()):
+        expected = 0.8 * t_before + 0.2 * online.detach()
+        assert torch.allclose(t_after, expected, atol=1e-6, rtol=0)
+    assert not any(p.requires_grad for p in sac.target_critic.parameters())
+
+
+def test_redq_subset_comes_from_the_generator() -> None:
+    a, b, other = make(3, num_critics=10, num_target_critics=2), make(3, num_critics=10, num_target_critics=2), make(
+        4, num_critics=10, num_target_critics=2
+    )
+    subsets_a = [a.target_subset() for _ in range(5)]
+    subsets_b = [b.target_subset() for _ in range(5)]
+    subsets_o = [other.target_subset() for _ in range(5)]
+    assert all(s is not None and s.shape == (2,) and len(set(s.tolist())) == 2 for s in subsets_a)
+    assert all(torch.equal(x, y) for x, y in zip(subsets_a, subsets_b))  # type: ignore[arg-type]
+    assert not all(torch.equal(x, y) for x, y in zip(subsets_a, subsets_o))  # type: ignore[arg-type]
+    assert make(num_critics=10).target_subset() is None  # all critics: no draw
+    # the target uses exactly the drawn subset
+    sac = make(5, num_critics=10, num_target_critics=3)
+    bt = batch(2)
+    noise = torch.randn(16, ACT, generator=torch.Generator().manual_seed(9))
+    state = sac.generator.get_state()
+    subset = sac.target_subset()
+    sac.generator.set_state(state)
+    assert subset is not None
+    with torch.no_grad():
+        act, logp = sac.actor.sample(bt.next_obs, noise)
+        q = sac.target_critic(bt.next_obs, act)[subset].min(0).values
+    expected = losses.td_target(bt.reward, bt.terminated, q, logp, sac.alpha, sac.config.gamma)
+    assert torch.allclose(sac.compute_target(bt, noise=noise), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("target_entropy", "direction"), [(-50.0, -1), (50.0, 1)])
+def test_alpha_moves_towards_the_entropy_target(target_entropy: float, direction: int) -> None:
+    sac = make(target_entropy=target_entropy)
+    alpha0 = sac.alpha
+    for i in range(5):
+        sac.update(batch(i))
+    assert (sac.alpha - alpha0) * direction > 0
+    fixed = make(auto_alpha=False, init_alpha=0.2)
+    m = fixed.update(batch(0))
+    assert fixed.alpha == pytest.approx(0.2) and m["alpha"] == pytest.approx(0.2) and m["alpha_loss"] == 0.0
+
+
+def test_actions_in_env_bounds_with_asymmetric_bounds() -> None:
+    sac = make()
+    obs = np.random.default_rng(0).normal(size=(500, OBS)).astype(np.float32) * 5
+    for deterministic in (False, True):
+        a = sac.act(obs, deterministic=deterministic)
+        assert isinstance(a, np.ndarray) and a.shape == (500, ACT)
+        assert (a >= LOW).all() and (a <= HIGH).all()
+        at = sac.as_policy(deterministic)(torch.as_tensor(obs))
+        assert isinstance(at, torch.Tensor) and at.shape == (500, ACT)
+    single = sac.act(obs[0], deterministic=True)
+    assert single.shape == (ACT,)
+    assert np.allclose(single, sac.act(obs[:1], deterministic=True)[0])
+    # stochastic actions spread over the env range (env units, not [-1, 1])
+    spread = sac.act(np.zeros((2000, OBS), dtype=np.float32))
+    assert spread[:, 1].max() > 3.0 and spread[:, 0].min() < -2.0
+    # scaling maps [-1, 1] exactly onto [low, high] and back
+    ends = torch.tensor([[-1.0, -1.0], [1.0, 1.0]])
+    assert torch.allclose(sac.to_env(ends), torch.tensor(np.stack([LOW, HIGH])))
+    x = torch.rand(7, ACT) * 2 - 1
+    assert torch.allclose(sac.to_unit(sac.to_env(x)), x, atol=1e-6)
+
+
+def test_state_dict_round_trip_gives_an_identical_next_update() -> None:
+    a = make(0, num_critics=3, critic_spectral_norm_layers=(1,))
+    for i in range(3):
+        a.update(batch(i))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    b = make(99, num_critics=3, critic_spectral_norm_layers=(1,))  # different init and RNG
+    b.load_state_dict(state)
+    ma, mb = a.update(batch(5)), b.update(batch(5))
+    assert ma == mb
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.num_updates == b.num_updates == 4
+    assert np.array_equal(a.act(np.ones((3, OBS), np.float32)), b.act(np.ones((3, OBS), np.float32)))
+    with pytest.raises(KeyError, match="critic_optimizer"):
+        b.load_state_dict({k: v for k, v in state.items() if k != "critic_optimizer"})
+
+
+def test_same_seed_same_metrics_different_seed_different() -> None:
+    runs = []
+    for seed in (0, 0, 1):
+        sac = make(seed, num_critics=4, num_target_critics=2)
+        runs.append([sac.update(batch(i)) for i in range(4)])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    keys = {"critic_loss", "q_mean", "q_std", "target_q_mean", "alpha", "actor_loss", "alpha_loss", "entropy"}
+    assert set(runs[0][0]) == keys
+    assert all(np.isfinite(v) for m in runs[0] for v in m.values())
+
+
+def test_update_reduces_the_critic_loss_on_a_fixed_batch() -> None:
+    sac = make(critic_lr=3e-3)
+    b = batch(0)
+    first = sac.update(b)["critic_loss"]
+    for _ in range(100):
+        last = sac.update(b)["critic_loss"]
+    assert last < 0.3 * first
+
+
+def test_edac_term_reported_and_changes_the_critic_update() -> None:
+    plain, edac = make(0, num_critics=5), make(0, num_critics=5, edac_eta=5.0)
+    mp, me = plain.update(batch(0)), edac.update(batch(0))
+    assert "edac_loss" in me and "edac_loss" not in mp
+    assert -1.0 <= me["edac_loss"] <= 5.0 / 4  # mean pairwise cosine, scaled by N/(N-1) at most
+    assert me["critic_loss"] == pytest.approx(mp["critic_loss"])  # same TD loss before the step
+    assert not torch.equal(plain.critic.layers[0].weight, edac.critic.layers[0].weight)
+    with pytest.raises(ValueError, match="num_critics >= 2"):
+        SACConfig(num_critics=1, edac_eta=1.0)
+
+
+def test_adversarial_perturbation_increases_the_critic_loss_within_epsilon() -> None:
+    sac = make(0, adv_epsilon=0.1, adv_steps=3)
+    b = batch(0)
+    for i in range(3):
+        m = sac.update(batch(i))
+    assert m["adv_critic_loss"] >= m["critic_loss"]
+    target = sac.compute_target(b)
+    action = sac.to_unit(b.action)
+    for norm in ("linf", "l2"):
+        delta = losses.adversarial_perturbation(
+            lambda o: sac.critic_td_loss(o, action, target), b.obs, epsilon=0.1, steps=3, norm=norm  # type: ignore[arg-type]
+        )
+        size = delta.abs().amax(-1) if norm == "linf" else delta.norm(dim=-1)
+        assert (size <= 0.1 + 1e-6).all() and (size > 0.05).all()
+        with torch.no_grad():
+            assert sac.critic_td_loss(b.obs + delta, action, target) > sac.critic_td_loss(b.obs, action, target)
+
+
+def test_spectral_norm_option_normalises_the_chosen_critic_layers() -> None:
+    sac = make(0, critic_spectral_norm_layers=(0, 1))
+    layers = sac.critic.layers
+    assert isinstance(layers[0], SpectralNormEnsembleLinear) and isinstance(layers[1], SpectralNormEnsembleLinear)
+    assert not isinstance(layers[2], SpectralNormEnsembleLinear)
+    for i in range(20):
+        sac.update(batch(i))
+    for layer in layers[:2]:
+        assert isinstance(layer, SpectralNormEnsembleLinear)
+        # one power iteration per forward tracks the moving weights closely ...
+        top = torch.linalg.matrix_norm(layer.normalized_weight().detach(), ord=2)
+        assert torch.allclose(top, torch.ones_like(top), atol=5e-2)
+        # ... and converges to exactly 1 when iterated on fixed weights
+        layer.power_iteration(2000)
+        top = torch.linalg.matrix_norm(layer.normalized_weight().detach(), ord=2)
+        assert torch.allclose(top, torch.ones_like(top), atol=1e-3)
+    raw = torch.linalg.matrix_norm(layers[2].weight.detach(), ord=2)
+    assert not torch.allclose(raw, torch.ones_like(raw), atol=5e-2)  # the output layer is left alone
+
+
+def test_bf16_update_is_close_to_fp32() -> None:
+    b = batch(0, n=64)
+    m32 = make(0).update(b)
+    m16 = make(0, use_bf16=True).update(b)
+    assert set(m16) == set(m32)
+    for key in ("q_mean", "target_q_mean", "entropy", "critic_loss"):
+        assert m16[key] == pytest.approx(m32[key], rel=0.05, abs=0.02), key
+    assert all(p.dtype == torch.float32 for p in make(0, use_bf16=True).parameters())  # fp32 master weights
+
+
+def test_delayed_actor_updates_and_input_noise() -> None:
+    sac = make(0, actor_update_every=2, critic_input_noise_std=0.1)
+    actor0 = [p.detach().clone() for p in sac.actor.parameters()]
+    sac.update(batch(0))  # update 0: actor moves
+    actor1 = [p.detach().clone() for p in sac.actor.parameters()]
+    sac.update(batch(1))  # update 1: actor frozen
+    assert not all(torch.equal(x, y) for x, y in zip(actor0, actor1))
+    assert all(torch.equal(x, y) for x, y in zip(actor1, sac.actor.parameters()))
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        SAC(OBS, ACT, [-np.inf, 0], [1, 1], SACConfig(**SMALL), generator=torch.Generator())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_target_critics"):
+        SACConfig(num_critics=2, num_target_critics=3)
+    sac = make()
+    wrong = TransitionBatch(torch.zeros(4, OBS + 1), torch.zeros(4, ACT), torch.zeros(4), torch.zeros(4, OBS + 1),
+                            torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match="obs/action dims"):
+        sac.update(wrong)
