@@ -1,0 +1,207 @@
+"""The WorldModel contract as executable checks: run them on your own model class.
+
+Example::
+
+    from mbrl.models.contract import check_world_model
+
+    check_world_model(lambda: MyModel(obs_dim=11, action_dim=3))
+
+``check_world_model`` raises :class:`ContractError` (an ``AssertionError``) whose message names the model,
+the method and what was expected. It checks, on a synthetic batch (or one you pass):
+
+* ``obs_dim`` / ``action_dim`` are positive ints;
+* ``predict``: ``next_obs [B, D]``, ``reward [B]``, ``terminated [B]`` float32 (0/1), finite; no grad
+  required; ``info`` values are tensors, ``"uncertainty"`` is ``[B]`` and non-negative, ``"members"`` is
+  ``[E, B, D]``; ``deterministic=True`` repeats exactly;
+* sampling: the same generator seed gives the same sample; a different seed a different one (for a model
+  declared or detected stochastic);
+* ``update`` returns finite float metrics; ``evaluate`` returns finite ``"loss"`` and ``"mse"``;
+* ``state_dict`` survives ``torch.save`` -> ``torch.load(weights_only=True)`` (tensors and plain data only)
+  and loading it into a fresh model from ``factory`` gives identical predictions (deterministic and sampled
+  with the same seed);
+* for an ``Ensemble``: ``num_members``, ``elites`` in range, ``predict_members`` shapes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mbrl.models.protocol import Ensemble, WorldModel
+from mbrl.types import ModelStep, TransitionBatch
+
+
+class ContractError(AssertionError):
+    """A model broke the WorldModel contract; the message names the model, method and expectation."""
+
+
+def synthetic_batch(obs_dim: int, action_dim: int, n: int = 64, *, seed: int = 0) -> TransitionBatch:
+    """A smooth random-but-learnable batch: ``next_obs = obs + 0.1 * tanh(obs @ W + action @ V)``."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, obs_dim, generator=g)
+    action = torch.rand(n, action_dim, generator=g) * 2 - 1
+    w = torch.randn(obs_dim, obs_dim, generator=g) / math.sqrt(obs_dim)
+    v = torch.randn(action_dim, obs_dim, generator=g) / math.sqrt(action_dim)
+    next_obs = obs + 0.1 * torch.tanh(obs @ w + action @ v)
+    reward = obs[:, 0] - 0.1 * (action**2).sum(1)
+    zeros = torch.zeros(n)
+    return TransitionBatch(obs, action, reward, next_obs, zeros, zeros.clone())
+
+
+def _fail(name: str, method: str, expected: str) -> ContractError:
+    return ContractError(f"{name}.{method}: {expected}")
+
+
+def _check_step(name: str, step: Any, n: int, obs_dim: int, method: str) -> ModelStep:
+    if not isinstance(step, ModelStep):
+        raise _fail(name, method, f"expected a ModelStep, got {type(step).__name__}")
+    for field, shape in (("next_obs", (n, obs_dim)), ("reward", (n,)), ("terminated", (n,))):
+        value = getattr(step, field)
+        if not isinstance(value, Tensor):
+            raise _fail(name, method, f"expected {field} to be a torch.Tensor, got {type(value).__name__}")
+        if tuple(value.shape) != shape:
+            raise _fail(name, method, f"expected {field} of shape {list(shape)}, got {list(value.shape)}")
+        if value.dtype != torch.float32:
+            raise _fail(name, method, f"expected {field} float32 for float32 inputs, got {value.dtype}")
+        if value.requires_grad:
+            raise _fail(name, method, f"expected {field} not to require grad (predict must not build a graph)")
+        if not bool(torch.isfinite(value).all()):
+            raise _fail(name, method, f"expected finite {field} for in-distribution inputs, found NaN/Inf")
+    term = step.terminated
+    if not bool(((term == 0) | (term == 1)).all()):
+        raise _fail(name, method, "expected terminated to hold only 0.0 / 1.0")
+    if not isinstance(step.info, Mapping):
+        raise _fail(name, method, f"expected info to be a mapping, got {type(step.info).__name__}")
+    for key, value in step.info.items():
+        if not isinstance(value, Tensor):
+            raise _fail(name, method, f"expected info[{key!r}] to be a tensor, got {type(value).__name__}")
+    if "uncertainty" in step.info:
+        u = step.info["uncertainty"]
+        if tuple(u.shape) != (n,):
+            raise _fail(name, method, f"expected info['uncertainty'] of shape [{n}], got {list(u.shape)}")
+        if not bool((u >= 0).all()):
+            raise _fail(name, method, "expected info['uncertainty'] >= 0")
+    if "members" in step.info:
+        m = step.info["members"]
+        if m.ndim != 3 or tuple(m.shape[1:]) != (n, obs_dim):
+            raise _fail(name, method, f"expected info['members'] of shape [E, {n}, {obs_dim}], got {list(m.shape)}")
+    return step
+
+
+def _same(a: ModelStep, b: ModelStep) -> bool:
+    return all(
+        torch.equal(getattr(a, f).cpu(), getattr(b, f).cpu()) for f in ("next_obs", "reward", "terminated")
+    )
+
+
+def _finite_metrics(name: str, method: str, metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise _fail(name, method, f"expected a dict[str, float] of metrics, got {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise _fail(name, method, f"expected str metric keys, got {key!r}")
+        if not isinstance(value, float | int) or isinstance(value, bool):
+            raise _fail(name, method, f"expected metric {key!r} to be a float, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise _fail(name, method, f"expected metric {key!r} to be finite, got {value}")
+    return dict(metrics)
+
+
+def check_world_model(
+    factory: Callable[[], WorldModel],
+    *,
+    name: str | None = None,
+    batch: TransitionBatch | None = None,
+    stochastic: bool | None = None,
+    n_updates: int = 3,
+    seed: int = 0,
+) -> None:
+    """Check that the models ``factory`` builds meet the :class:`~mbrl.models.protocol.WorldModel` contract.
+
+    Args:
+        factory: builds a fresh, identically configured model (called twice: a model and a target for
+            ``load_state_dict``).
+        name: used in error messages (default: the class name).
+        batch: the data to predict on / update with (default: :func:`synthetic_batch` of the model's dims).
+            Pass real data for models that need in-distribution inputs (e.g. a simulator).
+        stochastic: ``True``: sampled predictions must depend on the generator seed; ``False``: must not;
+            ``None``: either (detected).
+        n_updates: ``update`` calls made (weights change before the save/load check).
+        seed: generator seed used for sampled predictions.
+
+    Raises:
+        ContractError: the first broken rule, e.g. ``"MyModel.predict: expected reward of shape [64], got [64, 1]"``.
+    """
+    model = factory()
+    name = name or type(model).__name__
+    for attr in ("obs_dim", "action_dim"):
+        value = getattr(model, attr, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _fail(name, attr, f"expected a positive int attribute, got {value!r}")
+    for method in ("predict", "update", "evaluate", "state_dict", "load_state_dict"):
+        if not callable(getattr(model, method, None)):
+            raise _fail(name, method, "expected this method (WorldModel protocol)")
+    d, a = model.obs_dim, model.action_dim
+    if batch is None:
+        batch = synthetic_batch(d, a, seed=seed)
+    if batch.obs_dim != d or batch.action_dim != a:
+        raise _fail(name, "check_world_model", f"batch dims ({batch.obs_dim}, {batch.action_dim}) != model ({d}, {a})")
+    n = len(batch)
+
+    fit_normalizer = getattr(model, "fit_normalizer", None)
+    if callable(fit_normalizer):
+        fit_normalizer(batch)
+    for _ in range(n_updates):
+        _finite_metrics(name, "update", model.update(batch))
+    metrics = _finite_metrics(name, "evaluate", model.evaluate(batch))
+    for key in ("loss", "mse"):
+        if key not in metrics:
+            raise _fail(name, "evaluate", f"expected key {key!r} in the metrics, got {sorted(metrics)}")
+
+    def sample(m: WorldModel, s: int) -> ModelStep:
+        return m.predict(batch.obs, batch.action, deterministic=False, generator=torch.Generator().manual_seed(s))
+
+    det = _check_step(name, model.predict(batch.obs, batch.action, deterministic=True), n, d, "predict")
+    det2 = model.predict(batch.obs, batch.action, deterministic=True)
+    if not _same(det, det2):
+        raise _fail(name, "predict", "expected deterministic=True to give identical outputs on repeated calls")
+    s1 = _check_step(name, sample(model, seed), n, d, "predict")
+    if not _same(s1, sample(model, seed)):
+        raise _fail(name, "predict", "expected the same generator seed to give the same sample")
+    differs = not _same(s1, sample(model, seed + 1))
+    if stochastic is True and not differs:
+        raise _fail(name, "predict", "expected a different generator seed to give a different sample (stochastic)")
+    if stochastic is False and differs:
+        raise _fail(name, "predict", "expected samples not to depend on the generator (declared deterministic)")
+
+    if isinstance(model, Ensemble):
+        e = model.num_members
+        elites = list(model.elites)
+        if not elites or any(not 0 <= int(i) < e for i in elites):
+            raise _fail(name, "elites", f"expected indices in [0, {e}), got {elites}")
+        mean, logvar = model.predict_members(batch.obs, batch.action)
+        for label, t in (("mean", mean), ("logvar", logvar)):
+            if tuple(t.shape) != (e, n, d + 1):
+                raise _fail(name, "predict_members", f"expected {label} of shape [{e}, {n}, {d + 1}], got {list(t.shape)}")
+        members = det.info.get("members")
+        if members is not None and members.shape[0] != e:
+            raise _fail(name, "predict", f"expected info['members'] with E={e} rows, got {members.shape[0]}")
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    try:
+        state = torch.load(buffer, weights_only=True)
+    except Exception as exc:  # what the weights-only unpickler refuses: pickled objects
+        raise _fail(name, "state_dict", f"expected tensors and plain data only (weights_only load failed: {exc})") from None
+    fresh = factory()
+    fresh.load_state_dict(state)
+    if not _same(det, fresh.predict(batch.obs, batch.action, deterministic=True)):
+        raise _fail(name, "load_state_dict", "expected identical deterministic predictions after save -> load")
+    if not _same(s1, sample(fresh, seed)):
+        raise _fail(name, "load_state_dict", "expected identical samples (same seed) after save -> load")
