@@ -20,6 +20,10 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "convert": "mbrl.data.commands:convert",
     },
     "plot": "mbrl.logging:plot_command",
+    "model": {
+        "train": "mbrl.models.commands:train_model",
+        "eval": "mbrl.models.commands:eval_model",
+    },
 }
 
 
