@@ -240,6 +240,10 @@ class CriticEnsemble(nn.Module):
         self.obs_dim = obs_dim
         self.action_dim = action_dim
 
+    def ensemble_layers(self) -> list[EnsembleLinear]:
+        """The ``depth + 1`` stacked layers, input first (typed access for inspection and tests)."""
+        return [layer for layer in self.layers if isinstance(layer, EnsembleLinear)]
+
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
         """Q-values of every critic.
 

@@ -128,12 +128,12 @@ class SACConfig:
         check(self.log_std_min < self.log_std_max, "log_std_min must be < log_std_max")
 
 
-def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
-    # Fused Adam: one kernel per step for all parameters (CPU and CUDA in torch >= 2.4); foreach otherwise.
+def _adam(groups: list[dict[str, Any]]) -> torch.optim.Adam:
+    # Fused Adam: one kernel per parameter group and step (CPU and CUDA in torch >= 2.4); foreach otherwise.
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(groups, fused=True)
     except (RuntimeError, TypeError):  # pragma: no cover - older torch / unsupported device
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        return torch.optim.Adam(groups, foreach=True)
 
 
 class SAC:
@@ -192,9 +192,15 @@ class SAC:
         self._actor_params: list[Tensor] = list(self.actor.parameters())
         self._critic_params: list[Tensor] = list(self.critic.parameters())
         self._target_params: list[Tensor] = list(self.target_critic.parameters())
-        self.actor_optimizer = _adam(self._actor_params, c.actor_lr)
-        self.critic_optimizer = _adam(self._critic_params, c.critic_lr)
-        self.alpha_optimizer = _adam([self.log_alpha], c.alpha_lr)
+        self.critic_optimizer = _adam([{"params": self._critic_params, "lr": c.critic_lr}])
+        # Actor and temperature share one optimizer (two groups, own learning rates): their losses have disjoint
+        # parameters, so one backward and one step do both updates with less per-update overhead.
+        policy_groups: list[dict[str, Any]] = [{"params": self._actor_params, "lr": c.actor_lr}]
+        self._policy_params = list(self._actor_params)
+        if c.auto_alpha:
+            policy_groups.append({"params": [self.log_alpha], "lr": c.alpha_lr})
+            self._policy_params.append(self.log_alpha)
+        self.policy_optimizer = _adam(policy_groups)
         self.num_updates = 0
         # Hoisted per-update buffers (re-allocated only when the batch size changes).
         self._noise = torch.empty(0, action_dim, device=self.device)
@@ -353,16 +359,15 @@ class SAC:
                 pi, log_prob = self.actor.sample(obs, noise)
                 q_pi = self.critic(obs, pi)
             a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            a_loss.backward(inputs=self._actor_params)  # no gradients into the critics' weights
-            self.actor_optimizer.step()
             if c.auto_alpha:
                 al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-                self.alpha_optimizer.zero_grad(set_to_none=True)
-                al_loss.backward()
-                self.alpha_optimizer.step()
+                policy_loss = a_loss + al_loss
             else:
                 al_loss = torch.zeros((), device=self.device)
+                policy_loss = a_loss
+            self.policy_optimizer.zero_grad(set_to_none=True)
+            policy_loss.backward(inputs=self._policy_params)  # no gradients into the critics' weights
+            self.policy_optimizer.step()
             self._last_actor_metrics = torch.stack([a_loss.detach(), al_loss.detach(), -log_prob.detach().mean()])
 
         # Targets: one fused lerp over all parameter tensors (no per-critic loop).
@@ -412,9 +417,8 @@ class SAC:
             "critic": self.critic.state_dict(),
             "target_critic": self.target_critic.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "num_updates": torch.tensor(self.num_updates, dtype=torch.int64),
             "last_actor_metrics": self._last_actor_metrics.detach().clone(),
@@ -423,8 +427,8 @@ class SAC:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (a clear ``KeyError`` names a missing entry)."""
         required = (
-            "actor", "critic", "target_critic", "log_alpha", "actor_optimizer", "critic_optimizer",
-            "alpha_optimizer", "generator", "num_updates",
+            "actor", "critic", "target_critic", "log_alpha", "policy_optimizer", "critic_optimizer",
+            "generator", "num_updates",
         )
         missing = [k for k in required if k not in state]
         if missing:
@@ -434,9 +438,8 @@ class SAC:
         self.target_critic.load_state_dict(state["target_critic"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.generator.set_state(state["generator"])
         self.num_updates = int(state["num_updates"])
         if "last_actor_metrics" in state:

@@ -25,6 +25,10 @@ from mbrl.rl.sac import SAC, SACConfig
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
 
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation episode ``i`` of a run with seed ``s`` resets with ``s + EVAL_SEED_OFFSET + i`` (distinct from training
+resets), so other learners can be evaluated on exactly the same initial states."""
+
 
 @dataclass(frozen=True)
 class SACTrainConfig:
@@ -123,7 +127,7 @@ def train_sac(
 
     def evaluate(step: int) -> Metrics:
         result = evaluate_policy(
-            eval_env, lambda o: agent.act(o, deterministic=True), c.eval_episodes, seed=seed + 1_000_003
+            eval_env, lambda o: agent.act(o, deterministic=True), c.eval_episodes, seed=seed + EVAL_SEED_OFFSET
         )
         out = {"eval/return_mean": result.return_mean, "eval/return_std": result.return_std}
         if logger is not None:

@@ -14,13 +14,13 @@ def _independent_copies(ens: CriticEnsemble) -> list[nn.Sequential]:
     nets = []
     for i in range(ens.num_critics):
         mods: list[nn.Module] = []
-        for j, layer in enumerate(ens.layers):
+        for j, layer in enumerate(ens.ensemble_layers()):
             lin = nn.Linear(layer.in_features, layer.out_features)
             with torch.no_grad():
                 lin.weight.copy_(layer.weight[i].T)
                 lin.bias.copy_(layer.bias[i, 0])
             mods.append(lin)
-            if j < len(ens.layers) - 1:
+            if j < len(ens.ensemble_layers()) - 1:
                 mods.append(nn.ReLU())
         nets.append(nn.Sequential(*mods))
     return nets
@@ -48,10 +48,11 @@ def test_critic_ensemble_equals_independent_critics_forward_and_gradients() -> N
     assert torch.allclose(action.grad, action_ref.grad, atol=1e-6)
     for i, net in enumerate(nets):
         linears = [m for m in net if isinstance(m, nn.Linear)]
-        for layer, lin in zip(ens.layers, linears):
-            assert layer.weight.grad is not None and lin.weight.grad is not None and lin.bias.grad is not None
-            assert torch.allclose(layer.weight.grad[i], lin.weight.grad.T, atol=1e-6)
-            assert torch.allclose(layer.bias.grad[i, 0], lin.bias.grad, atol=1e-6)
+        for layer, lin in zip(ens.ensemble_layers(), linears):
+            w_grad, b_grad = layer.weight.grad, layer.bias.grad
+            assert w_grad is not None and b_grad is not None and lin.weight.grad is not None and lin.bias.grad is not None
+            assert torch.allclose(w_grad[i], lin.weight.grad.T, atol=1e-6)
+            assert torch.allclose(b_grad[i, 0], lin.bias.grad, atol=1e-6)
 
 
 def test_critic_ensemble_accepts_per_critic_inputs() -> None:
@@ -100,13 +101,13 @@ def test_spectral_norm_in_the_critic_converges_with_training_forwards() -> None:
     obs, action = torch.randn(8, 6, generator=gen), torch.randn(8, 2, generator=gen)
     for _ in range(100):  # one power iteration per training forward
         ens(obs, action)
-    for layer in ens.layers:
+    for layer in ens.ensemble_layers():
         assert isinstance(layer, SpectralNormEnsembleLinear)
         top = torch.linalg.matrix_norm(layer.normalized_weight().detach(), ord=2)
         assert torch.allclose(top, torch.ones(3), atol=1e-3)
     # gradient flows through sigma: d/dW of the normalised weight is not the plain 1/sigma scaling
     ens(obs, action).sum().backward()
-    assert all(layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all() for layer in ens.layers)
+    assert all(layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all() for layer in ens.ensemble_layers())
     with pytest.raises(ValueError, match="out of range"):
         CriticEnsemble(6, 2, num_critics=3, hidden=8, depth=2, spectral_norm_layers=(3,))
 

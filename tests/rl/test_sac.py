@@ -177,7 +177,7 @@ def test_edac_term_reported_and_changes_the_critic_update() -> None:
     assert "edac_loss" in me and "edac_loss" not in mp
     assert -1.0 <= me["edac_loss"] <= 5.0 / 4  # mean pairwise cosine, scaled by N/(N-1) at most
     assert me["critic_loss"] == pytest.approx(mp["critic_loss"])  # same TD loss before the step
-    assert not torch.equal(plain.critic.layers[0].weight, edac.critic.layers[0].weight)
+    assert not torch.equal(plain.critic.ensemble_layers()[0].weight, edac.critic.ensemble_layers()[0].weight)
     with pytest.raises(ValueError, match="num_critics >= 2"):
         SACConfig(num_critics=1, edac_eta=1.0)
 
@@ -202,7 +202,7 @@ def test_adversarial_perturbation_increases_the_critic_loss_within_epsilon() -> 
 
 def test_spectral_norm_option_normalises_the_chosen_critic_layers() -> None:
     sac = make(0, critic_spectral_norm_layers=(0, 1))
-    layers = sac.critic.layers
+    layers = sac.critic.ensemble_layers()
     assert isinstance(layers[0], SpectralNormEnsembleLinear) and isinstance(layers[1], SpectralNormEnsembleLinear)
     assert not isinstance(layers[2], SpectralNormEnsembleLinear)
     for i in range(20):
