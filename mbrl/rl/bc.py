@@ -87,6 +87,7 @@ class BC:
         self.action_bias = ((high + low) / 2).to(self.device)
         self.generator = generator
         self.actor = TanhGaussianActor(obs_dim, action_dim, c.hidden, c.depth, generator=generator).to(self.device)
+        self.device = next(self.actor.parameters()).device  # with its index ("cuda:0")
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.lr, weight_decay=c.weight_decay, foreach=True)
         self.num_updates = 0
 
@@ -147,5 +148,5 @@ class BC:
             raise KeyError(f"BC.load_state_dict: missing entries {missing}")
         self.actor.load_state_dict(state["actor"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
         self.num_updates = int(state["num_updates"])

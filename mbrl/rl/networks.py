@@ -164,7 +164,7 @@ class SpectralNormEnsembleLinear(EnsembleLinear):
         """Run ``iterations`` power-iteration steps on the current weights, updating ``u`` and ``v``."""
         w = self.weight.detach().float()  # [E, in, out]; the layer maps row vectors x -> x @ W
         u, v = self.u, self.v
-        with torch.autocast("cpu", enabled=False):  # fp32 even inside a bf16 autocast region
+        with torch.autocast(w.device.type, enabled=False):  # fp32 even inside a bf16 autocast region
             for _ in range(iterations):
                 v = F.normalize(torch.bmm(w, u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=self.eps)  # [E, in]
                 u = F.normalize(torch.bmm(v.unsqueeze(1), w).squeeze(1), dim=-1, eps=self.eps)  # [E, out]
@@ -174,7 +174,7 @@ class SpectralNormEnsembleLinear(EnsembleLinear):
     def sigma(self) -> Tensor:
         """``[E]`` spectral-norm estimates ``v^T W u`` (differentiable in ``W``)."""
         # Clones: the buffers are updated in place by the next forward, while this graph may still need them.
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast(self.weight.device.type, enabled=False):
             return torch.einsum("ei,eio,eo->e", self.v.clone(), self.weight.float(), self.u.clone())
 
     def normalized_weight(self) -> Tensor:

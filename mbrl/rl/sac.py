@@ -184,6 +184,7 @@ class SAC:
             obs_dim, action_dim, c.num_critics, c.hidden, c.depth,
             spectral_norm_layers=c.critic_spectral_norm_layers, generator=generator,
         ).to(self.device)
+        self.device = next(self.actor.parameters()).device  # with its index ("cuda:0"), for cheap comparisons
         self.target_critic = copy.deepcopy(self.critic)
         self.target_critic.requires_grad_(False)
         self.log_alpha = torch.nn.Parameter(torch.tensor(math.log(c.init_alpha), device=self.device))
@@ -440,7 +441,7 @@ class SAC:
             self.log_alpha.copy_(state["log_alpha"])
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
         self.num_updates = int(state["num_updates"])
         if "last_actor_metrics" in state:
             self._last_actor_metrics = state["last_actor_metrics"].to(self.device).clone()
