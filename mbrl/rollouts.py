@@ -29,9 +29,10 @@ from mbrl.types import ModelStep, TransitionBatch
 TermFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 TensorPolicy = Callable[[Tensor], Tensor]
 
-# Start states per chunk. Measured with a 7x4x200 ensemble (scripts/bench/models.py, 1 thread): throughput
-# is flat from 4k to 32k rows per chunk (the ensemble chunks its own forward passes at 4096 rows) and
-# falls for smaller chunks (per-call overhead); 25k keeps the live [E, B, D] member outputs small (~12 MB).
+# Start states per chunk on CPU. Measured with a 7x4x200 ensemble at 1 thread (32k start states, horizon 5):
+# throughput is flat from 8k to 32k start states per chunk (the ensemble chunks its own forward passes at
+# 4096 rows) and ~5 % lower at 2k; 25k keeps the full-info [E, B, D] member outputs of a step at ~12 MB.
+# Start states on a GPU are not chunked (an H100 ran fastest with the largest batches).
 DEFAULT_CHUNK_SIZE = 25_000
 
 
@@ -82,7 +83,7 @@ def rollout(
     term_fn: TermFn | None = None,
     generator: torch.Generator | None = None,
     deterministic: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     clip_obs: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[TransitionBatch, RolloutStats]:
     """Roll ``model`` forward ``horizon`` steps from every row of ``start_obs`` under ``policy``.
@@ -100,7 +101,8 @@ def rollout(
         term_fn: known termination function overriding the model's ``terminated``.
         generator: passed to ``model.predict`` (same state -> same rollouts).
         deterministic: passed to ``model.predict``.
-        chunk_size: start states rolled out together.
+        chunk_size: start states rolled out together (``None``: :data:`DEFAULT_CHUNK_SIZE` for CPU tensors,
+            all of them on a GPU).
         clip_obs: ``(low [D], high [D])``: clamp predicted next_obs into the data's range (after the
             non-finite check, so an Inf is still dropped, not clipped).
 
@@ -112,9 +114,11 @@ def rollout(
         raise ValueError(f"rollout: expected start_obs [B, D], got {tuple(start_obs.shape)}")
     if horizon < 1:
         raise ValueError(f"rollout: horizon must be >= 1, got {horizon}")
+    n_start = int(start_obs.shape[0])
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE if start_obs.device.type == "cpu" else max(n_start, 1)
     if chunk_size < 1:
         raise ValueError(f"rollout: chunk_size must be >= 1, got {chunk_size}")
-    n_start = int(start_obs.shape[0])
     parts: list[TransitionBatch] = []
     unc_sum, unc_count, n_nonfinite = 0.0, 0, 0
     has_unc = False

@@ -51,6 +51,11 @@ MODEL_CASES: list[ModelCase] = [
         stochastic=True,
     ),
     ModelCase(
+        "ensemble-lean-bf16-training",
+        lambda: ProbabilisticEnsemble(5, 3, _small(full_info=False, bf16_training=True), seed=1),
+        stochastic=True,
+    ),
+    ModelCase(
         "deterministic-single",
         lambda: ProbabilisticEnsemble(5, 3, _small(num_members=1, num_elites=1, deterministic=True)),
         stochastic=False,

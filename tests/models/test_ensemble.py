@@ -243,3 +243,37 @@ def test_config_and_input_validation() -> None:
     with pytest.raises(ValueError, match="expected action"):
         model.predict(torch.zeros(3, 4), torch.zeros(2, 2))
     assert math.isfinite(model.evaluate(synthetic_batch(D, A))["loss"])
+
+
+@pytest.mark.parametrize("deterministic_members", [False, True])
+def test_lean_prediction_matches_full(deterministic_members: bool) -> None:
+    batch = synthetic_batch(D, A, n=300, seed=5)
+    full = small(deterministic=deterministic_members, predict_chunk_size=128)
+    full.fit_normalizer(batch)
+    for _ in range(20):
+        full.update(batch)
+    lean = small(deterministic=deterministic_members, predict_chunk_size=128, full_info=False)
+    lean.load_state_dict(full.state_dict())
+    for det in (True, False):
+        a = full.predict(batch.obs, batch.action, deterministic=det, generator=torch.Generator().manual_seed(7))
+        b = lean.predict(batch.obs, batch.action, deterministic=det, generator=torch.Generator().manual_seed(7))
+        torch.testing.assert_close(b.next_obs, a.next_obs, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b.reward, a.reward, rtol=1e-5, atol=1e-5)
+        assert torch.equal(a.info["member"], b.info["member"])
+        assert set(b.info) == {"member"} and {"members", "uncertainty"} <= set(a.info)
+    members = torch.tensor([3, 0, 0, 2] * 75)  # includes a non-elite member and an unused one (1)
+    a = full.predict_with_members(batch.obs, batch.action, members, generator=torch.Generator().manual_seed(1))
+    b = full.predict_with_members(batch.obs, batch.action, members, generator=torch.Generator().manual_seed(1), full_info=False)
+    torch.testing.assert_close(b.next_obs, a.next_obs, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_training_learns() -> None:
+    batch = synthetic_batch(D, A, n=512, seed=6)
+    model = small(bf16_training=True)
+    model.fit_normalizer(batch)
+    before = model.evaluate(batch)["mse"]
+    for _ in range(200):
+        metrics = model.update(batch)
+    assert math.isfinite(metrics["loss"])
+    assert model.evaluate(batch)["mse"] < 0.2 * before
+    assert all(p.dtype == torch.float32 for p in model.parameters())
