@@ -9,6 +9,11 @@ and critic count (2 and 10) it times
   filled the same way (replay sampling included too).
 
 Each configuration is timed ``--repeats`` times and the best is kept (other processes only slow things down).
+
+The allocator matters: our loops raise glibc's mmap/trim thresholds (``mbrl.rl.runtime.tune_allocator``), which
+also speeds SB3 up when it runs in the same process. So SB3 is timed twice: ``sb3`` in this (tuned) process and
+``sb3-stock`` in a fresh subprocess with glibc's defaults, as SB3 runs for its users. ``ratio_vs_sb3_<N>critics``
+compares our best with the best SB3 of either (the strict ratio); ``ratio_vs_sb3_stock_<N>critics`` with stock SB3.
 The FLOP count of one update is computed from the layer sizes, giving GFLOP/s and the fraction of the measured
 matmul peak (a 2048^2 matmul in the same precision and thread count).
 
@@ -22,6 +27,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -123,6 +130,16 @@ def bench_ours(num_critics: int, bf16: bool, updates: int, repeats: int, data: d
     return time_best(run, updates, repeats)
 
 
+def time_sb3_stock(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """SB3 timings from a fresh subprocess that leaves glibc's allocator at its defaults."""
+    cmd = [sys.executable, __file__, "--sb3-only", "--no-tune-allocator", "--json",
+           "--updates", str(args.updates), "--repeats", str(args.repeats),
+           "--threads", *map(str, args.threads), "--critics", *map(str, args.critics)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows: list[dict[str, Any]] = json.loads(done.stdout)["results"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -132,9 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--critics", type=int, nargs="+", default=[2, 10])
     parser.add_argument("--quick", action="store_true", help="a few updates of each (smoke check)")
     parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc malloc settings alone")
+    parser.add_argument("--sb3-only", action="store_true", help="time SB3 only (used for the stock subprocess)")
+    parser.add_argument("--no-stock", action="store_true", help="skip the stock-allocator SB3 subprocess")
     args = parser.parse_args(argv)
     if args.quick:
         args.updates, args.repeats, args.threads = 5, 1, args.threads[:1]
+    stock: list[dict[str, Any]] = []
+    if not args.sb3_only and not args.no_stock:
+        stock = time_sb3_stock(args)
     tuned = False if args.no_tune_allocator else tune_allocator()
     data = random_transitions(20_000 if not args.quick else 2_000, np.random.default_rng(0))
     results: list[dict[str, Any]] = []
@@ -160,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             rate = bench_sb3(n, args.updates, args.repeats, data)
             log({"impl": "sb3", "critics": n, "threads": threads, "precision": "fp32", "updates_per_s": rate,
                  "gflops": rate * flops / 1e9, "peak_fraction": rate * flops / 1e9 / peaks[f"fp32_{threads}t"]})
-            for bf16 in (False, True):
+            for row in stock:
+                if row["critics"] == n and row["threads"] == threads:
+                    log({**row, "impl": "sb3-stock"})
+            for bf16 in (() if args.sb3_only else (False, True)):
                 prec = "bf16" if bf16 else "fp32"
                 rate = bench_ours(n, bf16, args.updates, args.repeats, data)
                 log({"impl": "ours", "critics": n, "threads": threads, "precision": prec, "updates_per_s": rate,
@@ -181,8 +206,12 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
         },
     }
+    if args.sb3_only:
+        print(json.dumps(summary, indent=2))
+        return 0
     for n in args.critics:
-        sb3 = max(r["updates_per_s"] for r in results if r["impl"] == "sb3" and r["critics"] == n)
+        sb3 = max(r["updates_per_s"] for r in results if r["impl"].startswith("sb3") and r["critics"] == n)
+        sb3_stock = [r["updates_per_s"] for r in results if r["impl"] == "sb3-stock" and r["critics"] == n]
         ours = [r for r in results if r["impl"] == "ours" and r["critics"] == n]
         best = max(ours, key=lambda r: r["updates_per_s"])
         best32 = max((r for r in ours if r["precision"] == "fp32"), key=lambda r: r["updates_per_s"])
@@ -190,15 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"ours_best_{n}critics"] = {k: best[k] for k in ("updates_per_s", "threads", "precision")}
         summary[f"ratio_vs_sb3_{n}critics"] = best["updates_per_s"] / sb3
         summary[f"ratio_vs_sb3_{n}critics_fp32"] = best32["updates_per_s"] / sb3
+        if sb3_stock:
+            summary[f"sb3_stock_best_{n}critics"] = max(sb3_stock)
+            summary[f"ratio_vs_sb3_stock_{n}critics"] = best["updates_per_s"] / max(sb3_stock)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         for n in args.critics:
             b = summary[f"ours_best_{n}critics"]
+            stock_note = (
+                f", vs stock SB3 {summary[f'ratio_vs_sb3_stock_{n}critics']:.2f}x"
+                if f"ratio_vs_sb3_stock_{n}critics" in summary else ""
+            )
             print(
                 f"{n} critics: ours best {b['updates_per_s']:.1f}/s ({b['precision']}, {b['threads']} thread(s)) vs "
                 f"SB3 best {summary[f'sb3_best_{n}critics']:.1f}/s -> {summary[f'ratio_vs_sb3_{n}critics']:.2f}x "
-                f"(fp32 only: {summary[f'ratio_vs_sb3_{n}critics_fp32']:.2f}x)"
+                f"(fp32 only: {summary[f'ratio_vs_sb3_{n}critics_fp32']:.2f}x{stock_note})"
             )
     return 0
 
