@@ -131,3 +131,21 @@ class Policy(Protocol):
 
 
 Metrics = dict[str, float]
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """An agent: ``learn`` runs its loop, ``update`` is one learning step, ``act`` maps obs to env-unit actions.
+
+    ``save(path)`` writes a checkpoint (see ``mbrl.checkpoint``); ``load(path)`` restores it exactly.
+    """
+
+    def learn(self) -> Metrics: ...
+
+    def update(self, batch: TransitionBatch) -> Metrics: ...
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
+
+    def save(self, path: str) -> None: ...
+
+    def load(self, path: str) -> None: ...

@@ -1,0 +1,102 @@
+"""Policy evaluation and the D4RL-style normalized score."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+# D4RL's published reference returns (random policy, expert policy), from d4rl/infos.py.
+D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
+    "halfcheetah": (-280.178953, 12135.0),
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Returns of ``episodes`` evaluation episodes."""
+
+    returns: tuple[float, ...]
+    lengths: tuple[int, ...]
+
+    @property
+    def return_mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def return_std(self) -> float:
+        return float(np.std(self.returns))
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "return_mean": self.return_mean,
+            "return_std": self.return_std,
+            "length_mean": float(np.mean(self.lengths)),
+            "episodes": float(len(self.returns)),
+        }
+
+
+def evaluate_policy(
+    env: gym.Env,
+    act: Callable[[np.ndarray], np.ndarray],
+    episodes: int,
+    *,
+    seed: int,
+) -> EvalResult:
+    """Run ``episodes`` full episodes of ``act`` (obs ``[D]`` -> env-unit action ``[A]``) in ``env``.
+
+    Episode ``i`` is reset with seed ``seed + i``, so evaluations are reproducible and independent of
+    the training env's RNG.
+    """
+    if episodes < 1:
+        raise ValueError(f"evaluate_policy: episodes must be >= 1, got {episodes}")
+    returns: list[float] = []
+    lengths: list[int] = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, length = 0.0, 0
+        while True:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            length += 1
+            if terminated or truncated:
+                break
+        returns.append(total)
+        lengths.append(length)
+    return EvalResult(tuple(returns), tuple(lengths))
+
+
+def reference_scores(
+    env_id: str | None = None,
+    metadata: Mapping[str, object] | None = None,
+    *,
+    ref_min: float | None = None,
+    ref_max: float | None = None,
+) -> tuple[float, float] | None:
+    """Reference (random, expert) returns: explicit values, else the dataset's metadata, else D4RL's constants.
+
+    D4RL's constants are only used for datasets that are D4RL's own (``metadata["d4rl"]`` true, or no metadata
+    scores and an env id naming a D4RL task), since a generated dataset has its own reference policies.
+    """
+    if ref_min is not None and ref_max is not None:
+        return float(ref_min), float(ref_max)
+    meta = dict(metadata or {})
+    if "ref_min_score" in meta and "ref_max_score" in meta:
+        return float(meta["ref_min_score"]), float(meta["ref_max_score"])  # type: ignore[arg-type]
+    if env_id is not None:
+        key = env_id.lower().split("-")[0].split("/")[-1]
+        if key in D4RL_REF_SCORES:
+            return D4RL_REF_SCORES[key]
+    return None
+
+
+def normalized_score(episode_return: float | np.ndarray, ref_min: float, ref_max: float) -> float | np.ndarray:
+    """D4RL normalized score: ``100 * (R - ref_min) / (ref_max - ref_min)``."""
+    if ref_max == ref_min:
+        raise ValueError(f"normalized_score: ref_max == ref_min == {ref_min}; scores cannot be normalized")
+    return 100.0 * (episode_return - ref_min) / (ref_max - ref_min)
