@@ -1,0 +1,240 @@
+"""The shared loop of offline agents (RAVL, MOPO, BC, ...): a fixed dataset, a number of gradient updates,
+periodic evaluation in the real env with the D4RL normalized score, checkpoints and exact resume.
+
+An offline agent subclasses :class:`OfflineAgent` and supplies four things: ``_train_step()`` (one update,
+returns metrics), ``act``, ``_learner_state()`` / ``_load_learner_state()`` (its own tensors). Optionally
+``_prepare()`` runs once before the first update (e.g. fitting the world model); its result is part of the
+learner state, so a resumed run does not redo it.
+
+Data never changes during training, so the loop's random state is: the numpy generator that samples the
+dataset (and whatever else the subclass draws from it), the learners' torch generators, and the counters.
+Evaluation episodes reset with fixed seeds and draw nothing from these, so evaluating does not perturb training:
+an interrupted and resumed run gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from envs import make_env
+from mbrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_run_checkpoint
+from mbrl.data import OfflineDataset, load_dataset
+from mbrl.evaluation import evaluate_policy, normalized_score, reference_scores
+from mbrl.logging import Logger
+from mbrl.types import Metrics
+from mbrl.utils import set_threads
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation episode ``i`` of a run with seed ``s`` resets with ``s + EVAL_SEED_OFFSET + i`` (as ``train_sac``)."""
+
+
+@dataclass(frozen=True)
+class OfflineLoopConfig:
+    """Settings shared by every offline agent.
+
+    Attributes:
+        dataset: the data source: an ``.hdf5`` / ``.npz`` path or a local Minari id (``mbrl.data.load_dataset``).
+        env_id: the gymnasium env to evaluate in; ``None`` uses the dataset's own env id.
+        seed: seeds dataset sampling, the learners' generators and the evaluation resets.
+        updates: gradient updates in total.
+        eval_every: updates between evaluations (0: only at the end).
+        eval_episodes: episodes per evaluation.
+        log_every: updates between ``train/`` metric rows.
+        checkpoint_every: updates between checkpoints (0: only at the end).
+        keep_checkpoints: how many checkpoints a run directory keeps.
+        ref_min_score: reference return of a random policy (overrides the dataset metadata / D4RL constants).
+        ref_max_score: reference return of an expert (give both or neither).
+        num_threads: torch intra-op threads.
+    """
+
+    dataset: str = ""
+    env_id: str | None = None
+    seed: int = 0
+    updates: int = 10_000
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    log_every: int = 1_000
+    checkpoint_every: int = 10_000
+    keep_checkpoints: int = 2
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.updates < 1 or self.eval_episodes < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("OfflineLoopConfig: updates, eval_episodes, log_every and keep_checkpoints must be >= 1")
+        if self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("OfflineLoopConfig: eval_every and checkpoint_every must be >= 0")
+        if (self.ref_min_score is None) != (self.ref_max_score is None):
+            raise ValueError("OfflineLoopConfig: give both ref_min_score and ref_max_score, or neither")
+
+
+class OfflineAgent:
+    """Base of the offline agents: the loop, evaluation, checkpoints (see the module docstring).
+
+    Args:
+        config: the agent's frozen config; it must have a ``loop: OfflineLoopConfig`` field.
+        dataset: the data (default: ``load_dataset(config.loop.dataset)``).
+        run_dir: where checkpoints go (``None``: nothing is written).
+    """
+
+    algo: ClassVar[str] = "offline"
+
+    def __init__(self, config: Any, *, dataset: OfflineDataset | None = None, run_dir: str | Path | None = None):
+        loop: OfflineLoopConfig = config.loop
+        set_threads(loop.num_threads)
+        self.config = config
+        self.loop = loop
+        self.dataset = dataset if dataset is not None else load_dataset(loop.dataset, env_id=loop.env_id)
+        if not self.dataset.has_actions:
+            raise ValueError(f"{self.dataset.source}: offline agents need a dataset with actions")
+        env_id = loop.env_id or self.dataset.env_id
+        if env_id is None:
+            raise ValueError(f"{self.dataset.source}: the dataset names no env; pass --env-id")
+        self.env_id: str = env_id
+        self.eval_env = make_env(env_id)
+        space = self.eval_env.action_space
+        self.action_low = np.asarray(space.low, dtype=np.float32)  # type: ignore[attr-defined]
+        self.action_high = np.asarray(space.high, dtype=np.float32)  # type: ignore[attr-defined]
+        self.obs_dim = self.dataset.obs_dim
+        self.action_dim = self.dataset.action_dim
+        self.refs = reference_scores(
+            env_id, self.dataset.metadata, ref_min=loop.ref_min_score, ref_max=loop.ref_max_score
+        )
+        self.rng = np.random.default_rng([loop.seed, 0])
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.num_updates = 0
+        self.prepared = False
+        self.train_time_s = 0.0
+
+    # -- what subclasses provide ------------------------------------------------------------------------------
+    def _prepare(self) -> Metrics:
+        """Work done once before the first update (e.g. fit a world model); returns metrics to log."""
+        return {}
+
+    def _train_step(self) -> Metrics:
+        """One learning update; returns un-prefixed metrics."""
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Env-unit action for ``obs [D]`` or ``[B, D]``."""
+        raise NotImplementedError
+
+    def _learner_state(self) -> dict[str, Any]:
+        """``{name: state_dict}`` of the subclass's learners."""
+        raise NotImplementedError
+
+    def _load_learner_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def evaluate(self, episodes: int | None = None) -> Metrics:
+        """Deterministic policy in the real env: ``eval/return_mean``, ``eval/return_std``, ``eval/length_mean``,
+        and ``eval/normalized_score`` (mean over episodes) when reference scores are known."""
+        result = evaluate_policy(
+            self.eval_env,
+            lambda o: self.act(o, deterministic=True),
+            episodes or self.loop.eval_episodes,
+            seed=self.loop.seed + EVAL_SEED_OFFSET,
+        )
+        out = {f"eval/{k}": v for k, v in result.as_dict().items()}
+        if self.refs is not None:
+            out["eval/normalized_score"] = float(normalized_score(result.return_mean, *self.refs))
+        return out
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def learn(self, logger: Logger | None = None) -> Metrics:
+        """Run until ``loop.updates`` updates; returns the final evaluation's metrics."""
+        c = self.loop
+        if not self.prepared:
+            metrics = self._prepare()
+            self.prepared = True
+            if logger is not None and metrics:
+                logger.log(metrics, self.num_updates)
+        last_eval: Metrics = {}
+        last_eval_at = -1
+        while self.num_updates < c.updates:
+            t0 = time.perf_counter()
+            metrics = self._train_step()
+            self.train_time_s += time.perf_counter() - t0
+            self.num_updates += 1
+            row: Metrics = {}
+            if self.num_updates % c.log_every == 0:
+                # Keys with a namespace (``rollout/...``) keep it; the learner's plain keys go under ``train/``.
+                row.update({k if "/" in k else f"train/{k}": v for k, v in metrics.items()})
+                row["time/updates_per_s"] = self.num_updates / max(self.train_time_s, 1e-9)
+            if c.eval_every and self.num_updates % c.eval_every == 0:
+                last_eval, last_eval_at = self.evaluate(), self.num_updates
+                row.update(last_eval)
+            if logger is not None:
+                logger.advance(1)
+                if row:
+                    logger.log(row, self.num_updates)
+            if self.run_dir is not None and c.checkpoint_every and self.num_updates % c.checkpoint_every == 0:
+                self.save_to_run_dir()
+        if last_eval_at != self.num_updates:  # the final policy is always evaluated
+            last_eval = self.evaluate()
+            if logger is not None:
+                logger.log(last_eval, self.num_updates)
+        if self.run_dir is not None:
+            self.save_to_run_dir()
+        return last_eval
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (learners, sampling RNG, counters)."""
+        loop = {
+            "num_updates": self.num_updates,
+            "prepared": self.prepared,
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "train_time_s": self.train_time_s,
+        }
+        return {**self._learner_state(), "loop": loop}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "loop" not in state:
+            raise KeyError("checkpoint state has no 'loop' entry")
+        self._load_learner_state(state)
+        loop = state["loop"]
+        self.num_updates = int(loop["num_updates"])
+        self.prepared = bool(loop["prepared"])
+        self.rng.bit_generator.state = json.loads(loop["rng"])
+        self.train_time_s = float(loop["train_time_s"])
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"algo": self.algo, **asdict(self.config)}
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(Path(path), config=self.config_dict(), state=self.state())
+
+    def load(self, path: str | Path) -> None:
+        self.load_state(dict(load_checkpoint(Path(path)).state))
+
+    def save_to_run_dir(self) -> Path:
+        assert self.run_dir is not None
+        return save_run_checkpoint(
+            self.run_dir, self.num_updates, config=self.config_dict(), state=self.state(),
+            keep_last=self.loop.keep_checkpoints,
+        )
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded."""
+        if self.run_dir is None:
+            return False
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        self.load(path)
+        return True
+
+
+def torch_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU torch generator for stream ``stream`` of run seed ``seed`` (distinct streams never collide)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))

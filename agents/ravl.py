@@ -1,0 +1,321 @@
+"""RAVL and MOPO: offline model-based RL (MBPO-style rollouts from dataset states) with two kinds of pessimism.
+
+RAVL — Sims, Lu, Foerster & Teh, "The Edge-of-Reach Problem in Offline Model-Based Reinforcement Learning"
+(NeurIPS 2024). A world model is fitted once on the dataset; every ``updates_per_epoch`` updates,
+``rollouts_per_epoch`` start states are drawn from the dataset and rolled out ``rollout_length`` (k) steps with
+the current stochastic policy (each step uses a random elite of the ensemble); a model buffer keeps the rollouts
+of the last ``retain_epochs`` epochs; each SAC update draws ``real_ratio`` of its batch from the dataset and the
+rest from the model buffer. RAVL uses NO dynamics-uncertainty penalty: its pessimism is SAC-N's (N=10 critics,
+target = min over all critics) plus the EDAC diversity term (eta), which detects the "edge-of-reach" states
+(reached only as the last state of a truncated rollout, so their values are never trained) through the
+critics' disagreement there. Paper defaults (``github.com/anyasims/edge-of-reach``): N=10, eta=1, k=5,
+real_ratio 0.05, 50k rollouts per epoch of 1000 updates, 5 retained epochs, 3000 epochs.
+
+MOPO — Yu et al., "MOPO: Model-based Offline Policy Optimization" (NeurIPS 2020): same loop, 2 critics, and the
+reward of every model transition is penalised by ``penalty_coef * u(s, a)`` where ``u`` is the ensemble's
+``max_e ||sigma_e(s, a)||`` (``info["uncertainty"]`` of ``ProbabilisticEnsemble`` with ``full_info=True``).
+
+The edge-of-reach contrast: with the TRUE dynamics (``dynamics="true"``, :class:`TrueDynamicsModel`) the
+uncertainty is zero, MOPO's penalty vanishes and its Q-values explode, while RAVL's critic ensemble still
+penalises the edge-of-reach states. ``scripts/edge_of_reach.py`` runs that experiment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
+from envs import get_spec
+from mbrl.data import OfflineDataset, ReplayBuffer
+from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl.models.fit import FitConfig, fit
+from mbrl.models.protocol import WorldModel
+from mbrl.rl.sac import SAC, SACConfig
+from mbrl.rollouts import rollout
+from mbrl.types import Metrics, ModelStep, TransitionBatch
+
+
+@dataclass(frozen=True)
+class RAVLConfig:
+    """An offline model-based run (RAVL, or MOPO with ``penalty="uncertainty"``).
+
+    Attributes:
+        loop: dataset, updates, evaluation, checkpoints.
+        sac: the learner (RAVL: ``num_critics=10, edac_eta=1.0``; MOPO: 2 critics, no EDAC).
+        ensemble: the learned world model (7 members, 5 elites; MOPO needs ``full_info=True``).
+        fit: how the model is fitted on the dataset (once, before the first update).
+        dynamics: ``"learned"`` (fit ``ensemble``) or ``"true"`` (:class:`TrueDynamicsModel`, zero uncertainty).
+        penalty: ``"none"`` (RAVL) or ``"uncertainty"`` (MOPO: ``reward - penalty_coef * uncertainty``).
+        penalty_coef: MOPO's lambda.
+        rollout_length: k, steps per model rollout.
+        rollouts_per_epoch: start states rolled out every epoch.
+        updates_per_epoch: SAC updates between rollout refills.
+        retain_epochs: the model buffer holds the rollouts of this many epochs.
+        real_ratio: fraction of each SAC batch drawn from the dataset.
+        clip_obs: clamp predicted observations into the dataset's observation range.
+    """
+
+    loop: OfflineLoopConfig = field(default_factory=OfflineLoopConfig)
+    sac: SACConfig = field(default_factory=lambda: SACConfig(num_critics=10, edac_eta=1.0))
+    ensemble: EnsembleConfig = field(
+        default_factory=lambda: EnsembleConfig(num_members=7, num_elites=5, full_info=False)
+    )
+    fit: FitConfig = field(default_factory=FitConfig)
+    dynamics: Literal["learned", "true"] = "learned"
+    penalty: Literal["none", "uncertainty"] = "none"
+    penalty_coef: float = 1.0
+    rollout_length: int = 5
+    rollouts_per_epoch: int = 50_000
+    updates_per_epoch: int = 1000
+    retain_epochs: int = 5
+    real_ratio: float = 0.05
+    clip_obs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dynamics not in ("learned", "true"):
+            raise ValueError(f"RAVLConfig: dynamics must be 'learned' or 'true', got {self.dynamics!r}")
+        if self.penalty not in ("none", "uncertainty"):
+            raise ValueError(f"RAVLConfig: penalty must be 'none' or 'uncertainty', got {self.penalty!r}")
+        if self.rollout_length < 1 or self.rollouts_per_epoch < 1 or self.updates_per_epoch < 1:
+            raise ValueError("RAVLConfig: rollout_length, rollouts_per_epoch and updates_per_epoch must be >= 1")
+        if self.retain_epochs < 1:
+            raise ValueError(f"RAVLConfig: retain_epochs must be >= 1, got {self.retain_epochs}")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"RAVLConfig: real_ratio must be in [0, 1], got {self.real_ratio}")
+        if self.penalty == "uncertainty" and self.dynamics == "learned" and not self.ensemble.full_info:
+            raise ValueError("RAVLConfig: the MOPO penalty needs ensemble.full_info=True (info['uncertainty'])")
+
+
+Preset = Literal["paper", "cpu", "quick"]
+
+# Per preset: (updates, rollouts_per_epoch, updates_per_epoch, eval_every, eval_episodes, fit)
+_BUDGETS: dict[str, tuple[int, int, int, int, int, FitConfig]] = {
+    "paper": (3_000_000, 50_000, 1000, 10_000, 10, FitConfig(max_epochs=None, max_time_s=None)),
+    "cpu": (50_000, 5_000, 1000, 5_000, 10, FitConfig(max_epochs=100, max_time_s=600.0)),
+    "quick": (300, 200, 100, 150, 2, FitConfig(max_epochs=3, max_time_s=20.0, max_holdout=500)),
+}
+
+
+def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLConfig:
+    """RAVL at the paper's defaults (N=10, eta=1, k=5, real_ratio 0.05, 7 members / 5 elites) with the
+    ``preset``'s budget: ``"paper"`` 3M updates, ``"cpu"`` 50k updates and 5k rollouts per epoch (about an hour
+    on one core at ~15-20 updates/s), ``"quick"`` a few hundred updates (smoke tests). ``overrides`` replace
+    fields of :class:`RAVLConfig`, or of the loop when named ``loop_<field>``."""
+    updates, rollouts, per_epoch, evals, episodes, fit_config = _BUDGETS[preset]
+    loop_kw = {k[5:]: v for k, v in overrides.items() if k.startswith("loop_")}
+    rest = {k: v for k, v in overrides.items() if not k.startswith("loop_")}
+    loop = OfflineLoopConfig(
+        dataset=dataset, updates=updates, eval_every=evals, eval_episodes=episodes,
+        checkpoint_every=evals, log_every=min(1000, per_epoch),
+    )
+    sac = SACConfig(num_critics=10, edac_eta=1.0)
+    if preset == "quick":
+        sac = replace(sac, hidden=64, num_critics=4, batch_size=64)
+    base = RAVLConfig(
+        loop=replace(loop, **loop_kw), sac=sac, fit=fit_config,
+        rollouts_per_epoch=rollouts, updates_per_epoch=per_epoch,
+        ensemble=EnsembleConfig(num_members=7, num_elites=5, full_info=False)
+        if preset != "quick" else EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=False),
+    )
+    return replace(base, **rest)
+
+
+def mopo_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLConfig:
+    """MOPO (Yu et al. 2020): 2 critics, no EDAC, reward penalty lambda=1 on ``max_e ||sigma_e||``, k=5,
+    otherwise the same budget and model as :func:`ravl_preset`."""
+    base = ravl_preset(dataset, preset)
+    sac = replace(base.sac, num_critics=2, edac_eta=0.0)
+    base = replace(
+        base, sac=sac, penalty="uncertainty", penalty_coef=1.0, ensemble=replace(base.ensemble, full_info=True)
+    )
+    return ravl_preset_overrides(base, overrides)
+
+
+def ravl_preset_overrides(base: RAVLConfig, overrides: Mapping[str, Any]) -> RAVLConfig:
+    """Apply ``ravl_preset``-style overrides (``loop_<field>`` for the loop) to ``base``."""
+    loop_kw = {k[5:]: v for k, v in overrides.items() if k.startswith("loop_")}
+    rest = {k: v for k, v in overrides.items() if not k.startswith("loop_")}
+    return replace(base, loop=replace(base.loop, **loop_kw), **rest)
+
+
+class UncertaintyPenalty:
+    """A ``WorldModel`` wrapping another one with MOPO's penalised reward ``r - coef * info["uncertainty"]``.
+
+    Args:
+        model: the wrapped model; its ``predict`` must give ``info["uncertainty"] [B]``.
+        coef: lambda.
+    """
+
+    def __init__(self, model: WorldModel, coef: float) -> None:
+        self.model = model
+        self.coef = float(coef)
+        self.obs_dim = model.obs_dim
+        self.action_dim = model.action_dim
+
+    def predict(
+        self, obs: Tensor, action: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> ModelStep:
+        step = self.model.predict(obs, action, deterministic=deterministic, generator=generator)
+        unc = step.info.get("uncertainty")
+        if unc is None:
+            raise ValueError(
+                f"{type(self.model).__name__}.predict gives no info['uncertainty'] for the MOPO penalty "
+                "(a ProbabilisticEnsemble needs full_info=True)"
+            )
+        info = dict(step.info)
+        info["raw_reward"] = step.reward
+        return ModelStep(step.next_obs, step.reward - self.coef * unc.to(step.reward), step.terminated, info)
+
+    def update(self, batch: TransitionBatch) -> Metrics:
+        return self.model.update(batch)
+
+    def evaluate(self, batch: TransitionBatch) -> Metrics:
+        return self.model.evaluate(batch)
+
+    def state_dict(self) -> Mapping[str, Any]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> Any:
+        return self.model.load_state_dict(state_dict)
+
+
+class RAVLAgent(OfflineAgent):
+    """RAVL (or MOPO, per ``config.penalty``) on an offline dataset.
+
+    Args:
+        config: the run.
+        dataset: the data (default: loaded from ``config.loop.dataset``).
+        model: a world model to use instead of the one ``config.dynamics`` names (any ``WorldModel``). It is
+            fitted on the dataset before training unless ``fit_model=False``.
+        fit_model: fit ``model`` (learned dynamics only).
+        run_dir: where checkpoints go.
+    """
+
+    algo = "ravl"
+
+    def __init__(
+        self,
+        config: RAVLConfig,
+        *,
+        dataset: OfflineDataset | None = None,
+        model: WorldModel | None = None,
+        fit_model: bool = True,
+        run_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(config, dataset=dataset, run_dir=run_dir)
+        self.config: RAVLConfig = config
+        seed = config.loop.seed
+        self.spec = get_spec(self.env_id)
+        self.sac = SAC(
+            self.obs_dim, self.action_dim, self.action_low, self.action_high, config.sac,
+            generator=torch_generator(seed, 1),
+        )
+        self.torch_gen = torch_generator(seed, 2)
+        if model is None:
+            if config.dynamics == "true":
+                from mbrl.models.true_dynamics import TrueDynamicsModel
+
+                model = TrueDynamicsModel(self.env_id)
+                fit_model = False
+            else:
+                model = ProbabilisticEnsemble(
+                    self.obs_dim, self.action_dim, config.ensemble, seed=int(np.random.SeedSequence([seed, 3]).generate_state(1)[0])
+                )
+        self.base_model: WorldModel = model
+        self.fit_model = fit_model
+        self.model: WorldModel = (
+            UncertaintyPenalty(model, config.penalty_coef) if config.penalty == "uncertainty" else model
+        )
+        capacity = config.rollouts_per_epoch * config.rollout_length * config.retain_epochs
+        self.model_buffer = ReplayBuffer(
+            capacity, self.obs_dim, self.action_dim, rng=np.random.default_rng([seed, 4])
+        )
+        obs = self.dataset.observations
+        self._clip = (
+            (torch.from_numpy(obs.min(0)), torch.from_numpy(obs.max(0))) if config.clip_obs else None
+        )
+        self.rollout_time_s = 0.0
+        self.last_rollout: Metrics = {}
+
+    # -- model ------------------------------------------------------------------------------------------------
+    def _prepare(self) -> Metrics:
+        if not self.fit_model:
+            return {}
+        report = fit(self.base_model, self.dataset, self.config.fit, rng=self.rng)
+        return report.metrics("model/")
+
+    def rollout_epoch(self) -> Metrics:
+        """Refill the model buffer with ``rollouts_per_epoch`` k-step rollouts from dataset states."""
+        c = self.config
+        t0 = time.perf_counter()
+        rows = self.rng.integers(0, len(self.dataset), size=c.rollouts_per_epoch)
+        start = torch.from_numpy(self.dataset.observations[rows])
+        batch, stats = rollout(
+            self.model, self.sac.as_policy(deterministic=False), start, c.rollout_length,
+            term_fn=self.spec.term_fn, generator=self.torch_gen, clip_obs=self._clip,
+        )
+        if len(batch) > 0:
+            a = batch.to("cpu").as_numpy()
+            self.model_buffer.add(a["obs"], a["action"], a["reward"], a["next_obs"], a["terminated"], a["truncated"])
+        self.rollout_time_s += time.perf_counter() - t0
+        out = stats.metrics("rollout/")
+        out["rollout/buffer_size"] = float(len(self.model_buffer))
+        out["rollout/time_s"] = self.rollout_time_s
+        return out
+
+    def sample_batch(self) -> TransitionBatch:
+        """A SAC batch: ``round(real_ratio * B)`` dataset rows, the rest from the model buffer."""
+        c = self.config
+        n = c.sac.batch_size
+        if len(self.model_buffer) == 0:
+            return self.dataset.sample(n, self.rng)
+        n_real = round(n * c.real_ratio)
+        parts = []
+        if n_real > 0:
+            parts.append(self.dataset.sample(n_real, self.rng))
+        if n - n_real > 0:
+            parts.append(self.model_buffer.sample(n - n_real))
+        return TransitionBatch.cat(parts) if len(parts) > 1 else parts[0]
+
+    # -- OfflineAgent -----------------------------------------------------------------------------------------
+    def _train_step(self) -> Metrics:
+        if self.num_updates % self.config.updates_per_epoch == 0:
+            self.last_rollout = self.rollout_epoch()
+        metrics = self.sac.update(self.sample_batch())
+        metrics.update(self.last_rollout)
+        return metrics
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return np.asarray(self.sac.act(obs, deterministic=deterministic))
+
+    def _learner_state(self) -> dict[str, Any]:
+        return {
+            "sac": self.sac.state_dict(),
+            "model": dict(self.base_model.state_dict()),
+            "model_buffer": self.model_buffer.state_dict(),
+            "rollout": {
+                "torch_gen": self.torch_gen.get_state(), "time_s": self.rollout_time_s, "last": dict(self.last_rollout),
+            },
+        }
+
+    def _load_learner_state(self, state: dict[str, Any]) -> None:
+        self.sac.load_state_dict(state["sac"])
+        if state["model"]:
+            self.base_model.load_state_dict(state["model"])
+        self.model_buffer.load_state_dict(state["model_buffer"])
+        self.torch_gen.set_state(state["rollout"]["torch_gen"])
+        self.rollout_time_s = float(state["rollout"]["time_s"])
+        self.last_rollout = {k: float(v) for k, v in state["rollout"]["last"].items()}
+
+    def config_dict(self) -> dict[str, Any]:
+        out = super().config_dict()
+        out["algo"] = "mopo" if self.config.penalty == "uncertainty" else "ravl"
+        return out

@@ -1,0 +1,208 @@
+"""CLI of the offline agents and dataset generation: ``mbrl train ravl|mopo|bc``, ``mbrl dataset make``, and
+:func:`evaluate_run` (the normalized score of an offline run, for ``mbrl eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from mbrl.run import RESUMABLE_FIELDS, prepare_run_dir
+
+Preset = Literal["paper", "cpu", "quick"]
+_RESUMABLE = RESUMABLE_FIELDS | {"updates", "eval_episodes"}
+
+
+def _loop_overrides(
+    seed: int, updates: int | None, eval_every: int | None, eval_episodes: int | None, env_id: str | None,
+    ref_min_score: float | None, ref_max_score: float | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"seed": seed, "env_id": env_id, "ref_min_score": ref_min_score, "ref_max_score": ref_max_score}
+    if updates is not None:
+        out["updates"] = updates
+    if eval_every is not None:
+        out["eval_every"] = eval_every
+        out["checkpoint_every"] = eval_every
+    if eval_episodes is not None:
+        out["eval_episodes"] = eval_episodes
+    return out
+
+
+def _run(agent_cls: Any, config: Any, run_dir: str, resume: bool, desc: str) -> int:
+    from mbrl.logging import Logger
+
+    run = prepare_run_dir(run_dir, {"algo": desc, **_asdict(config)}, resume=resume, resumable=_RESUMABLE)
+    agent = agent_cls(config, run_dir=run.path)
+    start = 0
+    if resume and agent.resume():
+        start = agent.num_updates
+    with Logger(
+        run.path, total=config.loop.updates, desc=f"{desc} {agent.env_id}",
+        resume_step=start if resume else None,
+        console_keys=["eval/normalized_score", "eval/return_mean", "train/q_mean"],
+    ) as logger:
+        final = agent.learn(logger)
+    shown = ", ".join(f"{k}={v:.2f}" for k, v in final.items() if k in ("eval/return_mean", "eval/normalized_score"))
+    print(f"{desc}: {agent.num_updates} updates, {shown}; run dir {run.path}")
+    return 0
+
+
+def _asdict(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+def train_ravl(
+    dataset: str,
+    run_dir: str,
+    updates: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    preset: Preset = "cpu",
+    dynamics: Literal["learned", "true"] = "learned",
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
+    env_id: str | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+) -> int:
+    """Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset.
+
+    Args:
+        dataset: ``.hdf5`` / ``.npz`` path or local Minari id.
+        run_dir: run directory (checkpoints, progress.csv, TensorBoard).
+        updates: gradient updates (default: the preset's).
+        seed: run seed.
+        resume: continue the run in ``run_dir`` from its latest checkpoint.
+        preset: budget: ``paper`` (3M updates), ``cpu`` (50k), ``quick`` (smoke test).
+        dynamics: ``learned`` ensemble or the ``true`` MuJoCo dynamics.
+        eval_every: updates between evaluations and checkpoints.
+        eval_episodes: episodes per evaluation.
+        env_id: evaluation env (default: the dataset's).
+        ref_min_score: reference random return for the normalized score.
+        ref_max_score: reference expert return.
+    """
+    from agents.ravl import RAVLAgent, ravl_preset
+
+    loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
+    config = ravl_preset(dataset, preset, dynamics=dynamics, **{f"loop_{k}": v for k, v in loop.items()})
+    return _run(RAVLAgent, config, run_dir, resume, "ravl")
+
+
+def train_mopo(
+    dataset: str,
+    run_dir: str,
+    updates: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    preset: Preset = "cpu",
+    dynamics: Literal["learned", "true"] = "learned",
+    penalty_coef: float = 1.0,
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
+    env_id: str | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+) -> int:
+    """Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset.
+
+    Args:
+        dataset: ``.hdf5`` / ``.npz`` path or local Minari id.
+        run_dir: run directory.
+        updates: gradient updates (default: the preset's).
+        seed: run seed.
+        resume: continue the run in ``run_dir``.
+        preset: budget: ``paper``, ``cpu``, ``quick``.
+        dynamics: ``learned`` ensemble or the ``true`` dynamics (zero uncertainty, so no penalty).
+        penalty_coef: lambda of the reward penalty.
+        eval_every: updates between evaluations and checkpoints.
+        eval_episodes: episodes per evaluation.
+        env_id: evaluation env (default: the dataset's).
+        ref_min_score: reference random return.
+        ref_max_score: reference expert return.
+    """
+    from agents.ravl import RAVLAgent, mopo_preset
+
+    loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
+    config = mopo_preset(
+        dataset, preset, dynamics=dynamics, penalty_coef=penalty_coef, **{f"loop_{k}": v for k, v in loop.items()}
+    )
+    return _run(RAVLAgent, config, run_dir, resume, "mopo")
+
+
+def train_bc(
+    dataset: str,
+    run_dir: str,
+    updates: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    preset: Preset = "cpu",
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
+    env_id: str | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+) -> int:
+    """Train behaviour cloning on a dataset.
+
+    Args:
+        dataset: ``.hdf5`` / ``.npz`` path or local Minari id.
+        run_dir: run directory.
+        updates: gradient updates (default: the preset's).
+        seed: run seed.
+        resume: continue the run in ``run_dir``.
+        preset: budget: ``paper`` (1M), ``cpu`` (50k), ``quick``.
+        eval_every: updates between evaluations and checkpoints.
+        eval_episodes: episodes per evaluation.
+        env_id: evaluation env (default: the dataset's).
+        ref_min_score: reference random return.
+        ref_max_score: reference expert return.
+    """
+    from agents.bc import BCAgent, bc_preset
+
+    loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
+    config = bc_preset(dataset, preset, **loop)
+    return _run(BCAgent, config, run_dir, resume, "bc")
+
+
+def load_run_agent(run_dir: str | Path) -> Any:
+    """Rebuild the offline agent of ``run_dir`` from its ``config.json`` and load its latest checkpoint.
+
+    Raises:
+        FileNotFoundError: no config or no checkpoint.
+        ValueError: the run is not an offline run (no ``algo`` in ravl/mopo/bc).
+    """
+    from agents.bc import BCAgent, BCAgentConfig
+    from agents.ravl import RAVLAgent, RAVLConfig
+    from mbrl.run import RunDir, config_from_dict
+
+    run = RunDir(Path(run_dir))
+    if not run.config_path.is_file():
+        raise FileNotFoundError(f"{run.config_path}: no such file (not a run directory)")
+    data = dict(run.read_config())
+    algo = data.pop("algo", None)
+    agent: Any
+    if algo in ("ravl", "mopo"):
+        agent = RAVLAgent(config_from_dict(RAVLConfig, data), fit_model=False)
+    elif algo == "bc":
+        agent = BCAgent(config_from_dict(BCAgentConfig, data))
+    else:
+        raise ValueError(f"{run.config_path}: algo {algo!r} is not an offline agent (ravl, mopo, bc)")
+    path = run.latest_checkpoint()
+    if path is None:
+        raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to evaluate")
+    agent.load(path)
+    return agent
+
+
+def evaluate_run(run_dir: str | Path, episodes: int) -> dict[str, float]:
+    """Evaluate the latest checkpoint of an offline run for ``episodes`` episodes (deterministic policy).
+
+    Returns:
+        ``return_mean``, ``return_std``, ``length_mean``, ``episodes``, ``updates``, and ``normalized_score``
+        when the dataset (or the run's config, or D4RL's constants) gives reference scores.
+    """
+    agent = load_run_agent(run_dir)
+    out = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes).items()}
+    out["updates"] = float(agent.num_updates)
+    return out
