@@ -18,6 +18,12 @@ COMMANDS: dict[str, dict[str, str] | str] = {
     "dataset": {
         "info": "mbrl.data.commands:info",
         "convert": "mbrl.data.commands:convert",
+        "make": "mbrl.offline_commands:make_dataset",
+    },
+    "train": {
+        "ravl": "mbrl.offline_commands:train_ravl",
+        "mopo": "mbrl.offline_commands:train_mopo",
+        "bc": "mbrl.offline_commands:train_bc",
     },
     "plot": "mbrl.logging:plot_command",
     "model": {
