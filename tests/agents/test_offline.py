@@ -1,0 +1,230 @@
+"""Offline agents (RAVL, MOPO, BC): smoke runs, the critic target on terminated rows, the MOPO penalty, exact
+resume, the normalized score, the CLI and ``evaluate_run``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.bc import BCAgent, bc_preset
+from agents.offline import EVAL_SEED_OFFSET
+from agents.ravl import RAVLAgent, UncertaintyPenalty, mopo_preset, ravl_preset
+from envs import get_spec, make_env
+from mbrl.cli import main as cli_main
+from mbrl.data import OfflineDataset, save_npz
+from mbrl.evaluation import D4RL_REF_SCORES, evaluate_policy, normalized_score, reference_scores
+from mbrl.logging import read_csv
+from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl.models.true_dynamics import TrueDynamicsModel
+from mbrl.offline_commands import evaluate_run
+
+REF_MIN, REF_MAX = -20.0, 3000.0
+
+
+def _random_hopper(steps: int = 1500, seed: int = 0) -> OfflineDataset:
+    env = make_env("Hopper-v5")
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[np.ndarray | float | bool]] = {k: [] for k in ("o", "a", "r", "n", "te", "tr")}
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, 3).astype(np.float32)
+        nxt, reward, terminated, truncated, _ = env.step(action)
+        for k, v in zip(("o", "a", "r", "n", "te", "tr"), (obs, action, reward, nxt, terminated, truncated)):
+            rows[k].append(v)
+        obs = env.reset()[0] if (terminated or truncated) else nxt
+    return OfflineDataset(
+        *(np.asarray(rows[k]) for k in ("o", "a", "r", "n", "te", "tr")),
+        env_id="Hopper-v5", metadata={"ref_min_score": REF_MIN, "ref_max_score": REF_MAX}, source="random-hopper",
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset() -> OfflineDataset:
+    return _random_hopper()
+
+
+@pytest.fixture(scope="module")
+def dataset_file(dataset: OfflineDataset, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("data") / "hopper.npz"
+    save_npz(dataset, path)
+    return str(path)
+
+
+def _params(agent: RAVLAgent | BCAgent) -> list[torch.Tensor]:
+    if isinstance(agent, BCAgent):
+        return [p.detach().clone() for p in agent.bc.actor.parameters()]
+    return [p.detach().clone() for p in agent.sac.parameters()]
+
+
+# ------------------------------------------------------------------------------------------- normalized score
+def test_normalized_score_hand_computed() -> None:
+    lo, hi = D4RL_REF_SCORES["hopper"]
+    assert (lo, hi) == (-20.272305, 3234.3)
+    # 100 * (1000 + 20.272305) / (3234.3 + 20.272305) = 100 * 1020.272305 / 3254.572305
+    assert normalized_score(1000.0, lo, hi) == pytest.approx(31.34886, abs=1e-4)
+    assert normalized_score(lo, lo, hi) == pytest.approx(0.0)
+    assert normalized_score(hi, lo, hi) == pytest.approx(100.0)
+    lo, hi = D4RL_REF_SCORES["halfcheetah"]
+    # 100 * (6000 + 280.178953) / (12135 + 280.178953) = 628017.8953 / 12415.178953
+    assert normalized_score(6000.0, lo, hi) == pytest.approx(50.58460, abs=1e-4)
+    with pytest.raises(ValueError, match="ref_max == ref_min"):
+        normalized_score(1.0, 5.0, 5.0)
+
+
+def test_reference_scores_precedence() -> None:
+    meta = {"ref_min_score": 1.0, "ref_max_score": 2.0}
+    assert reference_scores("Hopper-v5", meta, ref_min=-5.0, ref_max=5.0) == (-5.0, 5.0)
+    assert reference_scores("Hopper-v5", meta) == (1.0, 2.0)
+    assert reference_scores("Hopper-v5", {}) == D4RL_REF_SCORES["hopper"]
+    assert reference_scores("InvertedPendulum-v5", {}) is None
+
+
+# ------------------------------------------------------------------------------------------------ smoke runs
+@pytest.mark.parametrize("algo", ["ravl", "mopo", "bc"])
+def test_smoke_run_logs_normalized_score(algo: str, dataset: OfflineDataset) -> None:
+    if algo == "bc":
+        agent: RAVLAgent | BCAgent = BCAgent(bc_preset("mem", "quick", updates=60, eval_every=30), dataset=dataset)
+    else:
+        preset = ravl_preset if algo == "ravl" else mopo_preset
+        agent = RAVLAgent(preset("mem", "quick", loop_updates=60, loop_eval_every=30, updates_per_epoch=30), dataset=dataset)
+    before = _params(agent)
+    final = agent.learn()
+    assert agent.num_updates == 60
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(agent)))
+    assert math.isfinite(final["eval/return_mean"]) and final["eval/episodes"] == 2
+    # The score is the hand formula on the mean return of the same deterministic episodes.
+    result = evaluate_policy(
+        make_env("Hopper-v5"), lambda o: agent.act(o, deterministic=True), 2, seed=agent.loop.seed + EVAL_SEED_OFFSET
+    )
+    assert final["eval/return_mean"] == pytest.approx(result.return_mean)
+    assert final["eval/normalized_score"] == pytest.approx(100 * (result.return_mean - REF_MIN) / (REF_MAX - REF_MIN))
+    if isinstance(agent, RAVLAgent):
+        assert agent.config.sac.num_critics == (4 if algo == "ravl" else 2)
+        assert len(agent.model_buffer) > 0
+
+
+def test_presets_follow_the_papers() -> None:
+    ravl = ravl_preset("x", "paper")
+    assert (ravl.sac.num_critics, ravl.sac.edac_eta, ravl.rollout_length, ravl.real_ratio) == (10, 1.0, 5, 0.05)
+    assert (ravl.ensemble.num_members, ravl.ensemble.num_elites, ravl.penalty) == (7, 5, "none")
+    assert ravl.loop.updates == 3_000_000 and ravl.rollouts_per_epoch == 50_000 and ravl.retain_epochs == 5
+    mopo = mopo_preset("x", "paper")
+    assert (mopo.sac.num_critics, mopo.sac.edac_eta, mopo.penalty, mopo.ensemble.full_info) == (2, 0.0, "uncertainty", True)
+    assert ravl_preset("x", "cpu").loop.updates < ravl.loop.updates
+    with pytest.raises(ValueError, match="full_info"):
+        replace(ravl, penalty="uncertainty")
+
+
+# ----------------------------------------------------------------------------------- targets and terminations
+def test_critic_target_ignores_terminated_next_state(dataset: OfflineDataset) -> None:
+    agent = RAVLAgent(ravl_preset("mem", "quick", loop_updates=10, updates_per_epoch=10), dataset=dataset)
+    agent.learn()
+    batch = agent.sample_batch()
+    n = len(batch)
+    terminated = torch.zeros(n)
+    terminated[: n // 2] = 1.0
+    batch = replace(batch, terminated=terminated)
+    noise = torch.randn(n, agent.action_dim, generator=torch.Generator().manual_seed(0))
+    target = agent.sac.compute_target(batch, noise)
+    # Terminated rows: exactly the reward, whatever the next state (no bootstrapping).
+    torch.testing.assert_close(target[: n // 2], batch.reward[: n // 2], rtol=0, atol=0)
+    moved = replace(batch, next_obs=batch.next_obs + 100.0)
+    target_moved = agent.sac.compute_target(moved, noise)
+    torch.testing.assert_close(target_moved[: n // 2], target[: n // 2], rtol=0, atol=0)
+    # Live rows bootstrap: the same move changes their targets.
+    assert not torch.allclose(target_moved[n // 2 :], target[n // 2 :])
+
+
+def test_rollout_terminations_follow_the_env_and_timeouts_do_not_terminate(dataset: OfflineDataset) -> None:
+    agent = RAVLAgent(ravl_preset("mem", "quick", loop_updates=1, updates_per_epoch=1), dataset=dataset)
+    agent.learn()
+    data = agent.model_buffer.all()
+    expected = get_spec("Hopper-v5").term_fn(data.obs, data.action, data.next_obs)
+    torch.testing.assert_close(data.terminated, expected.float())
+    # A rollout ends by termination or by the horizon (truncated), never both.
+    assert float((data.terminated * data.truncated).sum()) == 0.0
+    # Dataset rows: timeouts are not terminals in what the learner sees.
+    real = dataset.to_batch()
+    assert torch.equal(real.terminated.bool(), torch.from_numpy(dataset.terminals))
+    assert torch.equal(real.truncated.bool(), torch.from_numpy(dataset.timeouts))
+
+
+def test_mopo_penalty_subtracts_lambda_times_uncertainty(dataset: OfflineDataset) -> None:
+    model = ProbabilisticEnsemble(11, 3, EnsembleConfig(num_members=3, num_elites=2, hidden=32, depth=2, full_info=True), seed=0)
+    wrapped = UncertaintyPenalty(model, coef=2.5)
+    batch = dataset.to_batch().index(slice(0, 64))
+    raw = model.predict(batch.obs, batch.action, generator=torch.Generator().manual_seed(1))
+    pen = wrapped.predict(batch.obs, batch.action, generator=torch.Generator().manual_seed(1))
+    assert float(raw.info["uncertainty"].min()) > 0
+    torch.testing.assert_close(pen.reward, raw.reward - 2.5 * raw.info["uncertainty"])
+    torch.testing.assert_close(pen.next_obs, raw.next_obs)
+
+
+def test_true_dynamics_rollouts_have_no_uncertainty(dataset: OfflineDataset) -> None:
+    config = mopo_preset("mem", "quick", dynamics="true", rollouts_per_epoch=20, loop_updates=1)
+    agent = RAVLAgent(config, dataset=dataset)
+    agent.learn()
+    assert agent.last_rollout["rollout/mean_uncertainty"] == 0.0
+    data = agent.model_buffer.all()
+    # Zero penalty: the stored rewards are the true model's own rewards for these (obs, action).
+    true_step = TrueDynamicsModel("Hopper-v5").predict(data.obs, data.action)
+    torch.testing.assert_close(data.reward, true_step.reward)
+    torch.testing.assert_close(data.next_obs, true_step.next_obs)
+
+
+# -------------------------------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("algo", ["ravl", "bc"])
+def test_interrupted_and_resumed_equals_uninterrupted(algo: str, dataset: OfflineDataset, tmp_path: Path) -> None:
+    def make(updates: int, run_dir: Path | None) -> RAVLAgent | BCAgent:
+        if algo == "bc":
+            return BCAgent(bc_preset("mem", "quick", updates=updates, eval_every=0, checkpoint_every=0), dataset=dataset, run_dir=run_dir)
+        config = ravl_preset(
+            "mem", "quick", loop_updates=updates, loop_eval_every=0, loop_checkpoint_every=0, updates_per_epoch=20,
+            rollouts_per_epoch=50,
+        )
+        return RAVLAgent(config, dataset=dataset, run_dir=run_dir)
+
+    full = make(50, None)
+    full_eval = full.learn()
+    first = make(30, tmp_path)
+    first.learn()
+    resumed = make(50, tmp_path)
+    assert resumed.resume() and resumed.num_updates == 30
+    resumed_eval = resumed.learn()
+    for a, b in zip(_params(full), _params(resumed)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed_eval == full_eval
+    if isinstance(full, RAVLAgent) and isinstance(resumed, RAVLAgent):
+        torch.testing.assert_close(full.model_buffer.all().obs, resumed.model_buffer.all().obs, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def test_cli_train_resume_and_evaluate_run(dataset_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = ["train", "mopo", "--dataset", dataset_file, "--run-dir", str(run), "--preset", "quick", "--eval-every", "20"]
+    assert cli_main([*args, "--updates", "20"]) == 0
+    assert cli_main([*args, "--updates", "40", "--resume"]) == 0
+    log = read_csv(run / "progress.csv")
+    scores = log["eval/normalized_score"]
+    assert log["step"][np.isfinite(scores)].tolist() == [20, 40]
+    out = evaluate_run(run, episodes=2)
+    assert out["updates"] == 40
+    assert out["normalized_score"] == pytest.approx(100 * (out["return_mean"] - REF_MIN) / (REF_MAX - REF_MIN))
+    # A non-empty run dir without --resume is refused with a one-line error.
+    capsys.readouterr()
+    assert cli_main([*args, "--updates", "20"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_dataset_without_env_is_a_clear_error(dataset: OfflineDataset) -> None:
+    anonymous = OfflineDataset(
+        dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals,
+        dataset.timeouts, source="anon.npz",
+    )
+    with pytest.raises(ValueError, match=r"anon\.npz: the dataset names no env"):
+        BCAgent(bc_preset("mem", "quick"), dataset=anonymous)
