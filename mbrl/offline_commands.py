@@ -206,3 +206,50 @@ def evaluate_run(run_dir: str | Path, episodes: int) -> dict[str, float]:
     out = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes).items()}
     out["updates"] = float(agent.num_updates)
     return out
+
+
+def make_dataset(
+    env: str = "Hopper-v5",
+    preset: Literal["cpu", "quick", "tiny"] = "cpu",
+    seed: int = 0,
+    out_dir: str | None = None,
+    work_dir: str | None = None,
+    namespace: str = "mbrl",
+    splits: tuple[str, ...] = ("random", "medium", "medium-replay", "expert", "medium-expert"),
+    sac_steps: int | None = None,
+    split_size: int | None = None,
+) -> int:
+    """Make D4RL-style Minari datasets (random, medium, medium-replay, expert, medium-expert) for an env.
+
+    Trains a SAC behaviour policy (resumable: re-run the same command to continue), then writes each missing
+    split as ``<namespace>/<env>/<split>-v0`` with ``ref_min_score`` / ``ref_max_score`` in its metadata.
+
+    Args:
+        env: registered env id.
+        preset: ``cpu`` (150k SAC steps, 100k-transition splits), ``quick`` (10k / 5k), ``tiny`` (tests).
+        seed: everything is deterministic from it.
+        out_dir: Minari root to write into (default ``$MINARI_DATASETS_PATH``); train with
+            ``MINARI_DATASETS_PATH=OUT_DIR mbrl train ... --dataset ID``.
+        work_dir: resumable behaviour-training state (default ``OUT_DIR/_work/<namespace>/<env>-<preset>-s<seed>``).
+        namespace: Minari namespace.
+        splits: which splits to write.
+        sac_steps: override the preset's behaviour-training steps.
+        split_size: override the preset's split size.
+    """
+    from envs.datasets import dataset_preset, make_datasets, minari_root
+
+    overrides: dict[str, Any] = {"seed": seed, "namespace": namespace}
+    if sac_steps is not None:
+        overrides["sac_steps"] = sac_steps
+    if split_size is not None:
+        overrides["split_size"] = split_size
+    config = dataset_preset(env, preset, **overrides)
+    with minari_root(out_dir):
+        import os
+
+        root = Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
+    work = Path(work_dir) if work_dir is not None else root / "_work" / namespace / f"{env}-{preset}-s{seed}"
+    ids = make_datasets(config, work, out_dir=out_dir, splits=splits, progress=lambda m: print(m, flush=True))
+    for split, dataset_id in ids.items():
+        print(f"{split:<14} {dataset_id}")
+    return 0
