@@ -53,7 +53,8 @@ def test_split_sizes_and_composition(made: tuple[Path, Path, dict[str, OfflineDa
     earlier = [s["return"] for s in trainer.snapshots if s["step"] < step]
     assert all(r < final / 3 for r in earlier) and trainer.medium_snapshot()["return"] >= final / 3
     # The random split's actions are uniform over the action box, the policies' are not the same data.
-    assert np.abs(data["random"].actions).max() <= 1.0  # type: ignore[union-attr]
+    random_actions = data["random"].actions
+    assert random_actions is not None and np.abs(random_actions).max() <= 1.0
     assert not np.array_equal(medium.observations, expert.observations)
 
 
