@@ -24,7 +24,11 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "ravl": "mbrl.offline_commands:train_ravl",
         "mopo": "mbrl.offline_commands:train_mopo",
         "bc": "mbrl.offline_commands:train_bc",
+        "dyna": "agents.commands:train_dyna",
+        "sac": "agents.commands:train_sac",
     },
+    "eval": "agents.commands:eval_run",
+    "run-demo": "agents.commands:run_demo",
     "plot": "mbrl.logging:plot_command",
     "model": {
         "train": "mbrl.models.commands:train_model",

@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl.models.hypernet import HyperNetworkModel, MLPDynamicsModel
+from mbrl.models.losse import LosseConfig, LosseModel
 from mbrl.models.protocol import WorldModel
 from mbrl.models.true_dynamics import TrueDynamicsModel
 from mbrl.models.wrappers import KnownFunctionsModel
@@ -69,6 +73,13 @@ MODEL_CASES: list[ModelCase] = [
         lambda: KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), "Hopper-v5"),
         stochastic=True,
         batch=_hopper_batch,
+    ),
+    ModelCase("losse-ftl", lambda: LosseModel(5, 3, LosseConfig(num_groups=8, num_bins=4), seed=0), stochastic=False),
+    ModelCase(
+        "hypernetwork", lambda: HyperNetworkModel(5, 3, generator=torch.Generator().manual_seed(0)), stochastic=None
+    ),
+    ModelCase(
+        "mlp-dynamics", lambda: MLPDynamicsModel(5, 3, generator=torch.Generator().manual_seed(0)), stochastic=None
     ),
     ModelCase("true-dynamics", lambda: TrueDynamicsModel("HalfCheetah-v5"), stochastic=False, batch=_halfcheetah_batch),
 ]

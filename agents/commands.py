@@ -1,0 +1,168 @@
+"""``mbrl train dyna|sac``, ``mbrl eval`` and ``mbrl run-demo``: thin wrappers that build configs and run loops."""
+
+from __future__ import annotations
+
+import json as json_lib
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from agents.dyna import DynaAgent, DynaConfig, cpu_preset, mbpo_preset
+from mbrl.checkpoint import CheckpointError
+from mbrl.logging import Logger, plot_run
+from mbrl.rl.runtime import tune_allocator
+from mbrl.run import RunDir, config_from_dict, prepare_run_dir
+
+
+def _dyna_config(
+    env: str,
+    preset: Literal["cpu", "mbpo"],
+    use_model: bool,
+    total_steps: int | None,
+    seed: int,
+    utd: int | None,
+    bf16: bool,
+    threads: int,
+) -> DynaConfig:
+    config = cpu_preset(env) if preset == "cpu" else mbpo_preset(env)
+    overrides: dict[str, object] = {"seed": seed, "use_model": use_model, "num_threads": threads}
+    if total_steps is not None:
+        overrides["total_steps"] = total_steps
+    if utd is not None:
+        overrides["utd"] = utd
+    config = replace(config, **overrides)  # type: ignore[arg-type]
+    if bf16:
+        config = replace(config, sac=replace(config.sac, use_bf16=True))
+    if not use_model:
+        # Model-free SAC: SB3-style defaults (1 update per step, 1k random steps).
+        config = replace(config, utd=utd or 1, init_random_steps=min(config.init_random_steps, 1000))
+    return config
+
+
+def run_online(config: DynaConfig, run_dir: str, resume: bool) -> dict[str, float]:
+    """Run (or resume) an online Dyna/SAC run in ``run_dir``; returns the final evaluation."""
+    tune_allocator()
+    run = prepare_run_dir(run_dir, config, resume=resume)
+    agent = DynaAgent(config, run_dir=run.path)
+    resumed = agent.resume() if resume else False
+    start = agent.step if resumed else None
+    if resumed:
+        print(f"resumed {run.path} at step {agent.step}", file=sys.stderr)
+    desc = f"{'dyna' if config.use_model else 'sac'} {config.env_id}"
+    with Logger(run.path, total=config.total_steps, desc=desc, resume_step=start) as logger:
+        logger.set_step(agent.step)
+        result = agent.learn(logger)
+    plots = plot_run(run.path)
+    print(json_lib.dumps({k.removeprefix("eval/"): v for k, v in result.items()}))
+    print(f"run dir: {run.path}  (TensorBoard: tensorboard --logdir {run.path}; plots: {', '.join(map(str, plots))})")
+    return result
+
+
+def train_dyna(
+    env: str = "InvertedPendulum-v5",
+    total_steps: int | None = None,
+    seed: int = 0,
+    run_dir: str = "runs/dyna",
+    resume: bool = False,
+    preset: Literal["cpu", "mbpo"] = "cpu",
+    utd: int | None = None,
+    bf16: bool = False,
+    threads: int = 1,
+) -> int:
+    """Train MBPO-style Dyna (SAC on real + model rollouts) on a real env.
+
+    Args:
+        env: a registered env id.
+        total_steps: real env steps (default: the preset's).
+        seed: seed of env, buffers and learner.
+        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go.
+        resume: continue the run in ``run_dir`` from its latest checkpoint.
+        preset: ``cpu`` (scaled for 2 cores) or ``mbpo`` (MBPO's published defaults).
+        utd: SAC updates per env step (default: the preset's).
+        bf16: bf16 autocast for SAC matmuls (fp32 master weights).
+        threads: torch threads.
+    """
+    run_online(_dyna_config(env, preset, True, total_steps, seed, utd, bf16, threads), run_dir, resume)
+    return 0
+
+
+def train_sac(
+    env: str = "InvertedPendulum-v5",
+    total_steps: int | None = None,
+    seed: int = 0,
+    run_dir: str = "runs/sac",
+    resume: bool = False,
+    utd: int | None = None,
+    bf16: bool = False,
+    threads: int = 1,
+) -> int:
+    """Train model-free SAC (the toolkit's learner) on a real env: the reference for model-based agents.
+
+    Args:
+        env: a registered env id.
+        total_steps: real env steps (default: the CPU preset's).
+        seed: seed of env, buffers and learner.
+        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go.
+        resume: continue the run in ``run_dir`` from its latest checkpoint.
+        utd: SAC updates per env step (default 1).
+        bf16: bf16 autocast for SAC matmuls.
+        threads: torch threads.
+    """
+    run_online(_dyna_config(env, "cpu", False, total_steps, seed, utd, bf16, threads), run_dir, resume)
+    return 0
+
+
+def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int = 12345) -> int:
+    """Evaluate the latest checkpoint of a run: mean/std return (and normalized score for offline runs).
+
+    Args:
+        run_dir: a run directory written by ``mbrl train ...``.
+        episodes: evaluation episodes.
+        json: print one JSON object (``return_mean, return_std, episodes``[, ``normalized_score``]).
+        seed: seed of the first evaluation episode.
+    """
+    run = RunDir(Path(run_dir))
+    if not run.config_path.exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    stored = run.read_config()
+    if "dataset" in stored:  # an offline run
+        from mbrl.offline_commands import evaluate_run
+
+        out = evaluate_run(run_dir, episodes)
+    else:
+        config = config_from_dict(DynaConfig, stored)
+        agent = DynaAgent(config)
+        path = run.latest_checkpoint()
+        if path is None:
+            raise CheckpointError(f"{run_dir}: no checkpoint to evaluate")
+        agent.load(path)
+        from mbrl.evaluation import evaluate_policy
+
+        result = evaluate_policy(agent.eval_env, lambda o: agent.act(o, deterministic=True), episodes, seed=seed)
+        out = {"return_mean": result.return_mean, "return_std": result.return_std, "episodes": episodes}
+    if json:
+        print(json_lib.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key:>18}: {value:.3f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    return 0
+
+
+def run_demo(run_dir: str = "runs/demo", total_steps: int = 3000, seed: int = 0) -> int:
+    """The README's main job: a short Dyna run on InvertedPendulum-v5, evaluated, with logs and plots.
+
+    Args:
+        run_dir: where the run goes (re-running resumes it / reports it when finished).
+        total_steps: env steps.
+        seed: seed.
+    """
+    config = replace(cpu_preset("InvertedPendulum-v5"), total_steps=total_steps, seed=seed, eval_every=1000)
+    path = Path(run_dir)
+    resume = (path / "config.json").exists()
+    result = run_online(config, run_dir, resume)
+    ret = result.get("eval/return_mean", float("nan"))
+    print(f"Dyna on InvertedPendulum-v5 after {total_steps} env steps: eval return {ret:.1f} (max 1000)")
+    return 0 if np.isfinite(ret) else 1

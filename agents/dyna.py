@@ -1,0 +1,452 @@
+"""MBPO-style Dyna: SAC trained on a mix of real transitions and short branched model rollouts.
+
+Follows Janner et al., "When to Trust Your Model: Model-Based Policy Optimization" (NeurIPS 2019):
+every ``model_train_every`` env steps the world model is refit (warm-started, capped epochs) on all real
+data, then ``rollouts_per_step * model_train_every`` start states are sampled from the real buffer and
+rolled out ``h`` steps with the current policy (``h`` follows a linear schedule over epochs); the rollouts go
+into a model buffer that keeps the last ``model_retain_refits`` refits; each env step does ``utd`` SAC updates
+on batches that mix ``real_ratio`` real data with model data.
+
+The agent reaches its model only through the ``WorldModel`` protocol, so any model plugs in. With
+``use_model=False`` the same loop is plain model-free SAC (``mbrl train sac``). The loop checkpoints
+everything (policy, critics, optimizers, model, both buffers, RNG and env state, counters) so an interrupted
+run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import get_spec, make_env
+from envs.snapshot import env_snapshot, restore_env_snapshot
+from mbrl.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint
+from mbrl.data import ReplayBuffer
+from mbrl.evaluation import evaluate_policy
+from mbrl.logging import Logger
+from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl.models.fit import FitConfig, fit
+from mbrl.models.protocol import WorldModel
+from mbrl.rl.sac import SAC, SACConfig
+from mbrl.rollouts import rollout
+from mbrl.types import Metrics, TransitionBatch
+from mbrl.utils import set_threads
+
+
+@dataclass(frozen=True)
+class RolloutSchedule:
+    """Rollout length ``h`` grows linearly from ``min_length`` to ``max_length`` over epochs
+    ``min_epoch`` → ``max_epoch`` (MBPO's ``rollout_schedule = [min_epoch, max_epoch, min_length, max_length]``).
+    """
+
+    min_epoch: int = 20
+    max_epoch: int = 100
+    min_length: int = 1
+    max_length: int = 15
+
+    def length(self, epoch: int) -> int:
+        if epoch <= self.min_epoch:
+            return self.min_length
+        frac = min(1.0, (epoch - self.min_epoch) / max(1, self.max_epoch - self.min_epoch))
+        return int(round(self.min_length + frac * (self.max_length - self.min_length)))
+
+
+@dataclass(frozen=True)
+class DynaConfig:
+    """Configuration of a Dyna (MBPO-style) run.
+
+    Attributes:
+        env_id: a registered env (``envs.supported_envs()``).
+        total_steps: real env steps.
+        seed: seeds the env, the buffers' numpy RNG and the learner's torch generator.
+        use_model: False gives plain model-free SAC with the same loop (``mbrl train sac``).
+        init_random_steps: uniform-random actions before the policy acts (MBPO: 5000 on Hopper).
+        epoch_length: env steps per "epoch" (the unit of the rollout schedule; MBPO: 1000).
+        model_train_every: refit the model every K env steps (MBPO: 250).
+        rollouts_per_step: model rollouts started per env step (MBPO: 400; done in one batch per refit).
+        rollout: the rollout-length schedule.
+        model_retain_refits: the model buffer keeps the rollouts of this many refits.
+        utd: SAC updates per env step (MBPO: 20–40).
+        real_ratio: fraction of real data in each SAC batch (MBPO: 0.05).
+        policy_start_steps: env steps before SAC updates start (default: ``init_random_steps``).
+        eval_every: env steps between deterministic evaluations (0 disables).
+        eval_episodes: episodes per evaluation.
+        checkpoint_every: env steps between checkpoints (0: only at the end).
+        keep_checkpoints: how many checkpoints to keep.
+        replay_capacity: real replay buffer size.
+        num_threads: torch intra-op threads (1 is the safe default on 2 cores).
+        sac: the learner.
+        ensemble: the default world model (used when no model is passed in).
+        fit: model fitting (epochs cap, holdout, patience).
+    """
+
+    env_id: str = "InvertedPendulum-v5"
+    total_steps: int = 5000
+    seed: int = 0
+    use_model: bool = True
+    init_random_steps: int = 500
+    epoch_length: int = 250
+    model_train_every: int = 250
+    rollouts_per_step: int = 400
+    rollout: RolloutSchedule = RolloutSchedule(min_epoch=1, max_epoch=1, min_length=1, max_length=1)
+    model_retain_refits: int = 4
+    utd: int = 10
+    real_ratio: float = 0.05
+    policy_start_steps: int | None = None
+    eval_every: int = 1000
+    eval_episodes: int = 5
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    replay_capacity: int = 1_000_000
+    num_threads: int = 1
+    sac: SACConfig = field(default_factory=SACConfig)
+    ensemble: EnsembleConfig = field(default_factory=lambda: EnsembleConfig(full_info=False))
+    fit: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=20, max_time_s=60.0))
+
+
+def mbpo_preset(env_id: str, **overrides: Any) -> DynaConfig:
+    """MBPO's published defaults (Janner et al. 2019, ``mbpo/examples/config``) for ``env_id``."""
+    schedules = {
+        "Hopper-v5": RolloutSchedule(20, 100, 1, 15),
+        "Walker2d-v5": RolloutSchedule(20, 100, 1, 1),
+        "HalfCheetah-v5": RolloutSchedule(20, 100, 1, 1),
+        "Ant-v5": RolloutSchedule(20, 100, 1, 25),
+        "InvertedPendulum-v5": RolloutSchedule(1, 15, 1, 1),
+        "InvertedDoublePendulum-v5": RolloutSchedule(1, 15, 1, 1),
+    }
+    utd = {"Hopper-v5": 20, "Walker2d-v5": 20, "HalfCheetah-v5": 40, "Ant-v5": 20}.get(env_id, 20)
+    base = DynaConfig(
+        env_id=env_id,
+        total_steps=125_000,
+        init_random_steps=5000,
+        epoch_length=1000,
+        model_train_every=250,
+        rollouts_per_step=400,
+        rollout=schedules.get(env_id, RolloutSchedule(20, 100, 1, 1)),
+        model_retain_refits=20,
+        utd=utd,
+        real_ratio=0.05,
+        eval_every=5000,
+        ensemble=EnsembleConfig(num_members=7, num_elites=5, full_info=False),
+        fit=FitConfig(max_epochs=None, max_time_s=None),
+    )
+    return replace(base, **overrides)
+
+
+def cpu_preset(env_id: str, **overrides: Any) -> DynaConfig:
+    """A CPU-scaled preset: fewer rollouts and updates per step, capped model epochs."""
+    base = mbpo_preset(
+        env_id,
+        total_steps=25_000,
+        init_random_steps=1000 if env_id not in ("InvertedPendulum-v5",) else 500,
+        rollouts_per_step=100,
+        utd=10,
+        model_retain_refits=8,
+        fit=FitConfig(max_epochs=15, max_time_s=30.0),
+    )
+    if env_id == "InvertedPendulum-v5":
+        base = replace(base, total_steps=5000, epoch_length=250, rollout=RolloutSchedule(1, 1, 1, 1))
+    return replace(base, **overrides)
+
+
+def _to_tensor_state(obj: Any) -> Any:
+    """numpy arrays → tensors (recursively), so ``torch.load(weights_only=True)`` accepts the checkpoint."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _to_tensor_state(v) for k, v in obj.items()}
+    return obj
+
+
+def _to_numpy_state(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy_state(v) for k, v in obj.items()}
+    return obj
+
+
+class DynaAgent:
+    """MBPO-style Dyna over any ``WorldModel`` (or model-free SAC with ``use_model=False``).
+
+    Args:
+        config: the run's configuration.
+        model: the world model; ``None`` builds a ``ProbabilisticEnsemble`` from ``config.ensemble``.
+        run_dir: where checkpoints, CSV, TensorBoard events go (``None``: nothing is written).
+        on_model_refit: optional hook called after each refit with ``(agent, step)``; returns extra metrics
+            (e.g. the Lipschitz agent's critic-smoothness diagnostics).
+    """
+
+    def __init__(
+        self,
+        config: DynaConfig,
+        *,
+        model: WorldModel | None = None,
+        run_dir: str | Path | None = None,
+        on_model_refit: Callable[[DynaAgent, int], Metrics] | None = None,
+    ) -> None:
+        set_threads(config.num_threads)
+        self.config = config
+        self.spec = get_spec(config.env_id)
+        self.env = make_env(config.env_id)
+        self.eval_env = make_env(config.env_id)
+        obs_dim = int(np.prod(self.env.observation_space.shape))
+        act_space = self.env.action_space
+        self.action_low = np.asarray(act_space.low, dtype=np.float32)  # type: ignore[attr-defined]
+        self.action_high = np.asarray(act_space.high, dtype=np.float32)  # type: ignore[attr-defined]
+        action_dim = int(self.action_low.shape[0])
+        self.rng = np.random.default_rng(config.seed)
+        self.torch_gen = torch.Generator().manual_seed(config.seed)
+        self.sac = SAC(
+            obs_dim, action_dim, self.action_low, self.action_high, config.sac,
+            generator=torch.Generator().manual_seed(config.seed + 1),
+        )
+        self.model: WorldModel | None = None
+        if config.use_model:
+            self.model = model if model is not None else ProbabilisticEnsemble(
+                obs_dim, action_dim, config.ensemble, seed=config.seed + 2
+            )
+        self.real_buffer = ReplayBuffer(
+            config.replay_capacity, obs_dim, action_dim,
+            rng=np.random.default_rng([config.seed, 1]),
+        )
+        self.model_buffer = ReplayBuffer(
+            self._model_buffer_capacity(), obs_dim, action_dim, rng=np.random.default_rng([config.seed, 2])
+        )
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.on_model_refit = on_model_refit
+        self.step = 0
+        self.episode = 0
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.obs, _ = self.env.reset(seed=config.seed)
+        self.model_time_s = 0.0
+        self.rollout_time_s = 0.0
+        self.policy_time_s = 0.0
+
+    # -- sizes -------------------------------------------------------------------------------------------------
+    def _model_buffer_capacity(self) -> int:
+        c = self.config
+        per_refit = c.rollouts_per_step * c.model_train_every * max(c.rollout.max_length, c.rollout.min_length)
+        return max(1, per_refit * c.model_retain_refits) if c.use_model else 1
+
+    @property
+    def policy_start(self) -> int:
+        c = self.config
+        return c.init_random_steps if c.policy_start_steps is None else c.policy_start_steps
+
+    # -- acting ------------------------------------------------------------------------------------------------
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Env-unit action for one ``obs [D]`` or a batch ``[B, D]``."""
+        return self.sac.act(obs, deterministic=deterministic)
+
+    def update(self, batch: TransitionBatch) -> Metrics:
+        """One SAC update on ``batch``."""
+        return self.sac.update(batch)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def _env_step(self) -> Metrics:
+        c = self.config
+        if self.step < c.init_random_steps:
+            action = self.rng.uniform(self.action_low, self.action_high).astype(np.float32)
+        else:
+            action = np.asarray(self.sac.act(self.obs, deterministic=False), dtype=np.float32)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.real_buffer.add(self.obs, action, float(reward), next_obs, float(terminated), float(truncated))
+        self.episode_return += float(reward)
+        self.episode_length += 1
+        self.step += 1
+        metrics: Metrics = {}
+        if terminated or truncated:
+            metrics = {"train/episode_return": self.episode_return, "train/episode_length": self.episode_length}
+            self.episode += 1
+            self.episode_return, self.episode_length = 0.0, 0
+            self.obs, _ = self.env.reset()
+        else:
+            self.obs = next_obs
+        return metrics
+
+    def refit_and_rollout(self) -> Metrics:
+        """Refit the model on all real data, then refill the model buffer with fresh branched rollouts."""
+        assert self.model is not None
+        c = self.config
+        t0 = time.perf_counter()
+        report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng)
+        t1 = time.perf_counter()
+        epoch = self.step // c.epoch_length
+        horizon = c.rollout.length(epoch)
+        start = self.real_buffer.sample(c.rollouts_per_step * c.model_train_every).obs
+        batch, stats = rollout(
+            self.model, self.sac.as_policy(deterministic=False), start, horizon,
+            term_fn=self.spec.term_fn, generator=self.torch_gen,
+        )
+        if len(batch) > 0:
+            arrays = batch.as_numpy()
+            self.model_buffer.add(
+                arrays["obs"], arrays["action"], arrays["reward"], arrays["next_obs"],
+                arrays["terminated"], arrays["truncated"],
+            )
+        t2 = time.perf_counter()
+        self.model_time_s += t1 - t0
+        self.rollout_time_s += t2 - t1
+        metrics: Metrics = {
+            "model/holdout_loss": float(report.holdout_loss),
+            "model/holdout_mse": float(report.holdout_mse),
+            "model/train_loss": float(report.train_loss),
+            "model/epochs": float(report.epochs),
+            "model/fit_time_s": t1 - t0,
+            "rollout/horizon": float(horizon),
+            "rollout/transitions": float(stats.n_transitions),
+            "rollout/mean_length": float(stats.mean_length),
+            "rollout/terminated": float(stats.n_terminated),
+            "rollout/nonfinite": float(stats.n_nonfinite),
+            "rollout/mean_reward": float(stats.mean_reward),
+            "rollout/time_s": t2 - t1,
+            "rollout/model_buffer_size": float(len(self.model_buffer)),
+        }
+        if self.on_model_refit is not None:
+            metrics.update(self.on_model_refit(self, self.step))
+        return metrics
+
+    def _sample_training_batch(self) -> TransitionBatch:
+        c = self.config
+        n = c.sac.batch_size
+        if not c.use_model or len(self.model_buffer) == 0:
+            return self.real_buffer.sample(n)
+        n_real = int(round(n * c.real_ratio))
+        parts = [self.model_buffer.sample(n - n_real)]
+        if n_real > 0:
+            parts.insert(0, self.real_buffer.sample(n_real))
+        return TransitionBatch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def train_policy(self) -> Metrics:
+        metrics: Metrics = {}
+        t0 = time.perf_counter()
+        for _ in range(self.config.utd):
+            metrics = self.sac.update(self._sample_training_batch())
+        self.policy_time_s += time.perf_counter() - t0
+        return {f"train/{k}": v for k, v in metrics.items()}
+
+    def evaluate(self, episodes: int | None = None) -> Metrics:
+        result = evaluate_policy(
+            self.eval_env,
+            lambda o: self.sac.act(o, deterministic=True),
+            episodes or self.config.eval_episodes,
+            seed=10_000 + self.config.seed,
+        )
+        return {f"eval/{k}": v for k, v in result.as_dict().items()}
+
+    def learn(self, logger: Logger | None = None) -> Metrics:
+        """Run until ``config.total_steps`` env steps; returns the last evaluation's metrics."""
+        c = self.config
+        last_eval: Metrics = {}
+        t_start = time.perf_counter()
+        while self.step < c.total_steps:
+            step_metrics = self._env_step()
+            if self.config.use_model and self.step >= self.policy_start and self.step % c.model_train_every == 0:
+                step_metrics.update(self.refit_and_rollout())
+            if self.step >= self.policy_start:
+                train_metrics = self.train_policy()
+                if self.step % 250 == 0:
+                    step_metrics.update(train_metrics)
+            if c.eval_every and self.step % c.eval_every == 0:
+                last_eval = self.evaluate()
+                step_metrics.update(last_eval)
+            if logger is not None:
+                logger.advance(1)
+                if self.step % 250 == 0:
+                    elapsed = time.perf_counter() - t_start
+                    step_metrics.update(
+                        {
+                            "time/env_steps_per_s": self.step / max(elapsed, 1e-9),
+                            "time/model_s": self.model_time_s,
+                            "time/rollout_s": self.rollout_time_s,
+                            "time/policy_s": self.policy_time_s,
+                        }
+                    )
+                if step_metrics:
+                    logger.log(step_metrics, self.step)
+            if self.run_dir is not None and c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self.save_to_run_dir()
+        if not last_eval:
+            last_eval = self.evaluate()
+            if logger is not None:
+                logger.log(last_eval, self.step)
+        if self.run_dir is not None:
+            self.save_to_run_dir()
+        return last_eval
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (tensors, ints, floats, strings only)."""
+        loop = {
+            "step": self.step,
+            "episode": self.episode,
+            "episode_return": self.episode_return,
+            "episode_length": self.episode_length,
+            "obs": torch.from_numpy(np.asarray(self.obs, dtype=np.float32)),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "torch_gen": self.torch_gen.get_state(),
+            "env": json.dumps(env_snapshot(self.env)),
+            "times": torch.tensor([self.model_time_s, self.rollout_time_s, self.policy_time_s], dtype=torch.float64),
+        }
+        state: dict[str, Any] = {
+            "sac": self.sac.state_dict(),
+            "real_buffer": _to_tensor_state(self.real_buffer.state_dict()),
+            "model_buffer": _to_tensor_state(self.model_buffer.state_dict()),
+            "loop": loop,
+        }
+        if self.model is not None:
+            state["model"] = dict(self.model.state_dict())
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sac.load_state_dict(state["sac"])
+        self.real_buffer.load_state_dict(_to_numpy_state(state["real_buffer"]))
+        self.model_buffer.load_state_dict(_to_numpy_state(state["model_buffer"]))
+        if self.model is not None:
+            if "model" not in state:
+                raise ValueError("checkpoint holds no world model but this run uses one")
+            self.model.load_state_dict(state["model"])
+        loop = state["loop"]
+        self.step = int(loop["step"])
+        self.episode = int(loop["episode"])
+        self.episode_return = float(loop["episode_return"])
+        self.episode_length = int(loop["episode_length"])
+        self.obs = loop["obs"].numpy().copy()
+        self.rng.bit_generator.state = json.loads(loop["rng"])
+        self.torch_gen.set_state(loop["torch_gen"])
+        restore_env_snapshot(self.env, json.loads(loop["env"]))
+        times = loop["times"].tolist()
+        self.model_time_s, self.rollout_time_s, self.policy_time_s = times
+
+    def save(self, path: str | Path) -> None:
+        from mbrl.checkpoint import save_checkpoint
+
+        save_checkpoint(Path(path), config=asdict(self.config), state=self.state())
+
+    def load(self, path: str | Path) -> None:
+        self.load_state(load_checkpoint(Path(path)).state)
+
+    def save_to_run_dir(self) -> Path:
+        assert self.run_dir is not None
+        return save_run_checkpoint(
+            self.run_dir, self.step, config=asdict(self.config), state=self.state(), keep_last=self.config.keep_checkpoints
+        )
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded."""
+        if self.run_dir is None:
+            return False
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        self.load(path)
+        return True

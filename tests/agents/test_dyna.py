@@ -1,0 +1,135 @@
+"""Dyna (MBPO-style) agent: smoke runs with several world models, exact resume, CLI, and a slow learning check."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset, mbpo_preset
+from mbrl.cli import main
+from mbrl.logging import Logger, read_csv
+from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
+from mbrl.models.fit import FitConfig
+from mbrl.models.losse import LosseConfig, LosseModel
+from mbrl.models.protocol import WorldModel
+from mbrl.rl.sac import SACConfig
+
+
+def tiny_config(**overrides: object) -> DynaConfig:
+    base = DynaConfig(
+        env_id="InvertedPendulum-v5",
+        total_steps=400,
+        init_random_steps=200,
+        epoch_length=100,
+        model_train_every=100,
+        rollouts_per_step=4,
+        rollout=RolloutSchedule(1, 3, 1, 3),
+        model_retain_refits=2,
+        utd=2,
+        eval_every=0,
+        eval_episodes=1,
+        checkpoint_every=0,
+        sac=SACConfig(hidden=32, batch_size=32),
+        ensemble=EnsembleConfig(num_members=3, num_elites=2, hidden=32, depth=2, full_info=False),
+        fit=FitConfig(max_epochs=3, batch_size=64),
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def test_rollout_schedule_is_linear_between_epochs() -> None:
+    s = RolloutSchedule(20, 100, 1, 15)
+    assert [s.length(e) for e in (0, 20, 60, 100, 500)] == [1, 1, 8, 15, 15]
+
+
+def test_presets_carry_mbpo_defaults() -> None:
+    c = mbpo_preset("Hopper-v5")
+    assert (c.ensemble.num_members, c.ensemble.num_elites) == (7, 5)
+    assert (c.rollouts_per_step, c.model_train_every, c.utd, c.real_ratio) == (400, 250, 20, 0.05)
+    assert c.rollout == RolloutSchedule(20, 100, 1, 15)
+    assert cpu_preset("Hopper-v5").utd < c.utd
+
+
+@pytest.mark.parametrize(
+    "model_name", ["ensemble", "deterministic-single", "losse-ftl"],
+)
+def test_dyna_runs_with_any_world_model(model_name: str, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    models: dict[str, WorldModel] = {
+        "ensemble": ProbabilisticEnsemble(4, 1, cfg.ensemble, seed=0),
+        "deterministic-single": ProbabilisticEnsemble(
+            4, 1, EnsembleConfig(num_members=1, num_elites=1, hidden=32, depth=2, deterministic=True), seed=0
+        ),
+        "losse-ftl": LosseModel(4, 1, LosseConfig(num_groups=8, num_bins=4), seed=0),
+    }
+    agent = DynaAgent(cfg, model=models[model_name])
+    with Logger(tmp_path, console=False) as logger:
+        result = agent.learn(logger)
+    assert np.isfinite(result["eval/return_mean"]) and result["eval/return_mean"] >= 1
+    # Refits at steps 200, 300, 400 filled the model buffer; SAC updates ran on every step from 200 to 400.
+    assert len(agent.model_buffer) > 0
+    assert agent.sac.num_updates == cfg.utd * (cfg.total_steps - cfg.init_random_steps + 1)
+    csv = read_csv(tmp_path / "progress.csv")
+    assert "rollout/transitions" in csv and np.nanmax(csv["rollout/transitions"]) > 0
+    assert "model/holdout_mse" in csv and np.all(np.isfinite(csv["model/holdout_mse"][~np.isnan(csv["model/holdout_mse"])]))
+
+
+def test_model_free_mode_never_builds_a_model() -> None:
+    agent = DynaAgent(tiny_config(use_model=False, total_steps=250))
+    agent.learn()
+    assert agent.model is None and len(agent.model_buffer) == 0 and agent.sac.num_updates > 0
+
+
+def _params(agent: DynaAgent) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in agent.sac.parameters()]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = tiny_config(total_steps=450)
+    straight = DynaAgent(cfg)
+    straight.learn()
+
+    first = DynaAgent(replace(cfg, total_steps=250), run_dir=tmp_path)
+    first.learn()  # saves a checkpoint at step 250 (mid-episode, between refits)
+    resumed = DynaAgent(cfg, run_dir=tmp_path)
+    assert resumed.resume() and resumed.step == 250
+    resumed.learn()
+
+    assert resumed.step == straight.step == 450
+    for a, b in zip(_params(straight), _params(resumed)):
+        assert torch.equal(a, b)
+    assert len(resumed.model_buffer) == len(straight.model_buffer)
+    assert np.array_equal(resumed.real_buffer.all().obs.numpy(), straight.real_buffer.all().obs.numpy())
+    assert np.array_equal(resumed.obs, straight.obs)
+
+
+def test_cli_train_sac_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "sac"
+    assert main(["train", "sac", "--total-steps", "1100", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out) >= {"return_mean", "return_std", "episodes"} and out["episodes"] == 2
+    assert out["return_mean"] >= 1
+    assert (run / "progress.csv").exists() and list(run.glob("events.out.tfevents.*"))
+    assert list((run / "plots").glob("*.png"))
+    # A second run into the same directory without --resume is refused with a one-line error.
+    assert main(["train", "sac", "--total-steps", "1100", "--run-dir", str(run)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_eval_refuses_a_non_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a run directory" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_dyna_solves_inverted_pendulum_within_5k_steps() -> None:
+    agent = DynaAgent(replace(cpu_preset("InvertedPendulum-v5"), total_steps=5000, eval_every=0, eval_episodes=5))
+    result = agent.learn()
+    assert result["eval/return_mean"] >= 900  # a random policy scores < 10
