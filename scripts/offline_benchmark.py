@@ -1,0 +1,173 @@
+"""Offline benchmark: RAVL, MOPO and BC on generated D4RL-style datasets, several seeds; the dataset's own mean
+normalized return; RAVL's update throughput. Prints and writes a markdown table and score curves.
+
+First make the datasets (about an hour per env on one core at the cpu preset):
+
+    mbrl dataset make --env Hopper-v5 --preset cpu --out-dir data/minari
+    mbrl dataset make --env HalfCheetah-v5 --preset cpu --out-dir data/minari
+
+then
+
+    python scripts/offline_benchmark.py --minari-root data/minari --seeds 0 1 2
+    python scripts/offline_benchmark.py --quick      # seconds: tiny generated dataset, a few hundred updates
+
+Finished runs (``OUT/runs/<env>-<split>/<algo>-s<seed>/result.json``) are skipped when the script is re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALGOS = ("bc", "mopo", "ravl")
+
+
+def dataset_average(dataset_id: str) -> float:
+    """Mean normalized return of the dataset's episodes (its own reference scores)."""
+    from mbrl.data import load_dataset
+    from mbrl.evaluation import normalized_score, reference_scores
+
+    ds = load_dataset(dataset_id)
+    refs = reference_scores(ds.env_id, ds.metadata)
+    if refs is None:
+        return float("nan")
+    return float(normalized_score(float(ds.episode_returns().mean()), *refs))
+
+
+def run_one(algo: str, dataset_id: str, seed: int, preset: str, updates: int | None, eval_every: int | None, run_dir: Path) -> dict[str, Any]:
+    from agents.bc import BCAgent, bc_preset
+    from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+    from mbrl.logging import Logger, read_csv
+
+    done = run_dir / "result.json"
+    if done.is_file():
+        return dict(json.loads(done.read_text()))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    loop: dict[str, Any] = {"seed": seed, "checkpoint_every": 0}
+    if updates is not None:
+        loop["updates"] = updates
+    if eval_every is not None:
+        loop["eval_every"] = eval_every
+    agent: Any
+    if algo == "bc":
+        agent = BCAgent(bc_preset(dataset_id, preset, **loop))  # type: ignore[arg-type]
+    else:
+        make = ravl_preset if algo == "ravl" else mopo_preset
+        agent = RAVLAgent(make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}))  # type: ignore[arg-type]
+    start = time.perf_counter()
+    with Logger(run_dir, total=agent.loop.updates, desc=f"{algo} {dataset_id} s{seed}", console_keys=["eval/normalized_score"]) as logger:
+        final = agent.learn(logger)
+    log = read_csv(run_dir / "progress.csv")
+    rows = np.isfinite(log["eval/normalized_score"])
+    result = {
+        "algo": algo, "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
+        "final_score": final["eval/normalized_score"], "final_return": final["eval/return_mean"],
+        "eval_steps": log["step"][rows].tolist(), "scores": log["eval/normalized_score"][rows].tolist(),
+        "wall_s": time.perf_counter() - start, "train_s": agent.train_time_s,
+        "updates_per_s": agent.num_updates / max(agent.train_time_s, 1e-9),
+    }
+    done.write_text(json.dumps(result))
+    return result
+
+
+def table(results: list[dict[str, Any]], averages: dict[str, float]) -> str:
+    lines = ["| dataset | dataset avg | BC | MOPO | RAVL |", "|---|---|---|---|---|"]
+    for dataset_id, avg in averages.items():
+        cells = []
+        for algo in ALGOS:
+            s = np.array([r["final_score"] for r in results if r["dataset"] == dataset_id and r["algo"] == algo])
+            cells.append(f"{s.mean():.1f} ± {s.std():.1f} (n={len(s)})" if len(s) else "–")
+        lines.append(f"| {dataset_id} | {avg:.1f} | " + " | ".join(cells) + " |")
+    ravl = [r for r in results if r["algo"] == "ravl"]
+    if ravl:
+        ups = np.array([r["updates_per_s"] for r in ravl])
+        lines.append("")
+        lines.append(
+            f"RAVL throughput (updates incl. rollouts, excl. model fit and evaluation): {ups.mean():.1f} updates/s, "
+            f"{1e4 / ups.mean() / 60:.1f} min per 10k updates (mean over {len(ravl)} runs)."
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in results})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.5), squeeze=False)
+    colors = {"bc": "tab:gray", "mopo": "tab:blue", "ravl": "tab:green"}
+    for ax, dataset_id in zip(axes[0], datasets):
+        for algo in ALGOS:
+            runs = [r for r in results if r["dataset"] == dataset_id and r["algo"] == algo]
+            for i, r in enumerate(runs):
+                ax.plot(r["eval_steps"], r["scores"], color=colors[algo], alpha=0.7, label=algo.upper() if i == 0 else None)
+        ax.set_title(dataset_id, fontsize=9)
+        ax.set_xlabel("updates")
+        ax.set_ylabel("normalized score")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"])
+    parser.add_argument("--splits", nargs="+", default=["medium", "medium-replay"])
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--preset", default="cpu", choices=["paper", "cpu", "quick"])
+    parser.add_argument("--updates", type=int, default=None, help="override the preset's updates")
+    parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--minari-root", default=None, help="where `mbrl dataset make --out-dir` wrote")
+    parser.add_argument("--namespace", default="mbrl")
+    parser.add_argument("--out", default="results/offline")
+    parser.add_argument("--quick", action="store_true", help="tiny generated Hopper dataset, 200 updates")
+    args = parser.parse_args(argv)
+    import torch
+
+    from envs.datasets import dataset_preset, make_datasets, minari_id, minari_root
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.envs, args.preset, args.updates, args.eval_every, args.seeds = ["Hopper-v5"], "quick", 200, 100, [0]
+        args.minari_root, args.namespace = str(out / "minari"), "quick"
+        config = dataset_preset("Hopper-v5", "tiny", sac_steps=1000, split_size=1000, namespace="quick")
+        make_datasets(config, out / "work", out_dir=args.minari_root, splits=tuple(args.splits))
+    results: list[dict[str, Any]] = []
+    averages: dict[str, float] = {}
+    with minari_root(args.minari_root):
+        for env_id in args.envs:
+            for split in args.splits:
+                gen = dataset_preset(env_id, "tiny", namespace=args.namespace)
+                dataset_id = minari_id(gen, split)
+                averages[dataset_id] = dataset_average(dataset_id)
+                for algo in args.algos:
+                    for seed in args.seeds:
+                        run_dir = out / "runs" / f"{env_id}-{split}" / f"{algo}-s{seed}"
+                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir)
+                        print(f"{dataset_id} {algo} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
+                        results.append(r)
+    text = table(results, averages)
+    (out / "offline_benchmark.md").write_text(
+        f"Preset {args.preset}, updates {args.updates or 'preset'}, seeds {args.seeds}.\n\n{text}\n"
+    )
+    (out / "offline_benchmark.json").write_text(json.dumps({"results": results, "dataset_average": averages}))
+    plot(results, out / "offline_benchmark.png")
+    print(text)
+    print(f"wrote {out / 'offline_benchmark.md'}, {out / 'offline_benchmark.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
