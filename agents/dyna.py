@@ -55,7 +55,7 @@ class RolloutSchedule:
         if epoch <= self.min_epoch:
             return self.min_length
         frac = min(1.0, (epoch - self.min_epoch) / max(1, self.max_epoch - self.min_epoch))
-        return int(round(self.min_length + frac * (self.max_length - self.min_length)))
+        return round(self.min_length + frac * (self.max_length - self.min_length))
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class DynaAgent:
         self.spec = get_spec(config.env_id)
         self.env = make_env(config.env_id)
         self.eval_env = make_env(config.env_id)
-        obs_dim = int(np.prod(self.env.observation_space.shape))
+        obs_dim = self.spec.obs_dim
         act_space = self.env.action_space
         self.action_low = np.asarray(act_space.low, dtype=np.float32)  # type: ignore[attr-defined]
         self.action_high = np.asarray(act_space.high, dtype=np.float32)  # type: ignore[attr-defined]
@@ -259,7 +259,7 @@ class DynaAgent:
         else:
             action = np.asarray(self.sac.act(self.obs, deterministic=False), dtype=np.float32)
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.real_buffer.add(self.obs, action, float(reward), next_obs, float(terminated), float(truncated))
+        self.real_buffer.add(self.obs, action, float(reward), next_obs, bool(terminated), bool(truncated))
         self.episode_return += float(reward)
         self.episode_length += 1
         self.step += 1
@@ -320,7 +320,7 @@ class DynaAgent:
         n = c.sac.batch_size
         if not c.use_model or len(self.model_buffer) == 0:
             return self.real_buffer.sample(n)
-        n_real = int(round(n * c.real_ratio))
+        n_real = round(n * c.real_ratio)
         parts = [self.model_buffer.sample(n - n_real)]
         if n_real > 0:
             parts.insert(0, self.real_buffer.sample(n_real))

@@ -6,6 +6,7 @@ per layer for all members instead of a Python loop over ``nn.Module``s.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -69,7 +70,7 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         widths = [in_features] + [hidden] * depth
         self.hidden_layers = nn.ModuleList(
-            EnsembleLinear(num_members, a, b, generator=generator) for a, b in zip(widths[:-1], widths[1:])
+            EnsembleLinear(num_members, a, b, generator=generator) for a, b in itertools.pairwise(widths)
         )
         self.activation = activation()
         self.output_layer = EnsembleLinear(num_members, widths[-1], out_features, generator=generator)
