@@ -26,6 +26,7 @@ def _dyna_config(
     utd: int | None,
     bf16: bool,
     threads: int,
+    model: Literal["ensemble", "single", "losse"] = "ensemble",
 ) -> DynaConfig:
     config = cpu_preset(env) if preset == "cpu" else mbpo_preset(env)
     overrides: dict[str, object] = {"seed": seed, "use_model": use_model, "num_threads": threads}
@@ -36,6 +37,10 @@ def _dyna_config(
     config = replace(config, **overrides)  # type: ignore[arg-type]
     if bf16:
         config = replace(config, sac=replace(config.sac, use_bf16=True))
+    if model == "single":
+        config = replace(config, ensemble=replace(config.ensemble, num_members=1, num_elites=1))
+    elif model == "losse":
+        config = replace(config, model_kind="losse", model_training="online")
     if not use_model:
         # Model-free SAC: SB3-style defaults (1 update per step, 1k random steps).
         config = replace(config, utd=utd or 1, init_random_steps=min(config.init_random_steps, 1000))
@@ -57,7 +62,9 @@ def run_online(config: DynaConfig, run_dir: str, resume: bool) -> dict[str, floa
         result = agent.learn(logger)
     plots = plot_run(run.path)
     print(json_lib.dumps({k.removeprefix("eval/"): v for k, v in result.items()}))
-    print(f"run dir: {run.path}  (TensorBoard: tensorboard --logdir {run.path}; plots: {', '.join(map(str, plots))})")
+    print(
+        f"run dir: {run.path}  (TensorBoard: tensorboard --logdir {run.path}; plots: {', '.join(map(str, plots))})"
+    )
     return result
 
 
@@ -71,6 +78,7 @@ def train_dyna(
     utd: int | None = None,
     bf16: bool = False,
     threads: int = 1,
+    model: Literal["ensemble", "single", "losse"] = "ensemble",
 ) -> int:
     """Train MBPO-style Dyna (SAC on real + model rollouts) on a real env.
 
@@ -84,8 +92,10 @@ def train_dyna(
         utd: SAC updates per env step (default: the preset's).
         bf16: bf16 autocast for SAC matmuls (fp32 master weights).
         threads: torch threads.
+        model: ``ensemble`` (probabilistic, 7 members), ``single`` (one probabilistic member), or ``losse``
+            (Losse-FTL sparse linear model, updated once per new batch of real transitions, no replay).
     """
-    run_online(_dyna_config(env, preset, True, total_steps, seed, utd, bf16, threads), run_dir, resume)
+    run_online(_dyna_config(env, preset, True, total_steps, seed, utd, bf16, threads, model), run_dir, resume)
     return 0
 
 
@@ -141,7 +151,9 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
         agent.load(path)
         from mbrl.evaluation import evaluate_policy
 
-        result = evaluate_policy(agent.eval_env, lambda o: agent.act(o, deterministic=True), episodes, seed=seed)
+        result = evaluate_policy(
+            agent.eval_env, lambda o: agent.act(o, deterministic=True), episodes, seed=seed
+        )
         out = {"return_mean": result.return_mean, "return_std": result.return_std, "episodes": episodes}
     if json:
         print(json_lib.dumps(out))

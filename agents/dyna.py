@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from mbrl.evaluation import evaluate_policy
 from mbrl.logging import Logger
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
+from mbrl.models.losse import LosseConfig, LosseModel
 from mbrl.models.protocol import WorldModel
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.rollouts import rollout
@@ -67,6 +68,9 @@ class DynaConfig:
         total_steps: real env steps.
         seed: seeds the env, the buffers' numpy RNG and the learner's torch generator.
         use_model: False gives plain model-free SAC with the same loop (``mbrl train sac``).
+        model_training: ``"fit"`` refits on all real data with ``fit()`` (epochs, holdout, early stop: neural
+            models); ``"online"`` calls ``model.update`` once on the transitions that arrived since the last
+            refit (single pass, no replay: follow-the-leader models such as Losse-FTL).
         init_random_steps: uniform-random actions before the policy acts (MBPO: 5000 on Hopper).
         epoch_length: env steps per "epoch" (the unit of the rollout schedule; MBPO: 1000).
         model_train_every: refit the model every K env steps (MBPO: 250).
@@ -83,7 +87,10 @@ class DynaConfig:
         replay_capacity: real replay buffer size.
         num_threads: torch intra-op threads (1 is the safe default on 2 cores).
         sac: the learner.
-        ensemble: the default world model (used when no model is passed in).
+        model_kind: which model to build when none is passed in: ``"ensemble"`` (``ensemble`` config; one
+            member is the single-model setting) or ``"losse"`` (``losse`` config; use with ``model_training="online"``).
+        ensemble: the ensemble's config.
+        losse: the Losse-FTL model's config.
         fit: model fitting (epochs cap, holdout, patience).
     """
 
@@ -91,6 +98,8 @@ class DynaConfig:
     total_steps: int = 5000
     seed: int = 0
     use_model: bool = True
+    model_training: Literal["fit", "online"] = "fit"
+    model_kind: Literal["ensemble", "losse"] = "ensemble"
     init_random_steps: int = 500
     epoch_length: int = 250
     model_train_every: int = 250
@@ -108,6 +117,7 @@ class DynaConfig:
     num_threads: int = 1
     sac: SACConfig = field(default_factory=SACConfig)
     ensemble: EnsembleConfig = field(default_factory=lambda: EnsembleConfig(full_info=False))
+    losse: LosseConfig = field(default_factory=LosseConfig)
     fit: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=20, max_time_s=60.0))
 
 
@@ -205,16 +215,25 @@ class DynaAgent:
         self.rng = np.random.default_rng(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
         self.sac = SAC(
-            obs_dim, action_dim, self.action_low, self.action_high, config.sac,
+            obs_dim,
+            action_dim,
+            self.action_low,
+            self.action_high,
+            config.sac,
             generator=torch.Generator().manual_seed(config.seed + 1),
         )
         self.model: WorldModel | None = None
         if config.use_model:
-            self.model = model if model is not None else ProbabilisticEnsemble(
-                obs_dim, action_dim, config.ensemble, seed=config.seed + 2
-            )
+            if model is not None:
+                self.model = model
+            elif config.model_kind == "losse":
+                self.model = LosseModel(obs_dim, action_dim, config.losse, seed=config.seed + 2)
+            else:
+                self.model = ProbabilisticEnsemble(obs_dim, action_dim, config.ensemble, seed=config.seed + 2)
         self.real_buffer = ReplayBuffer(
-            config.replay_capacity, obs_dim, action_dim,
+            config.replay_capacity,
+            obs_dim,
+            action_dim,
             rng=np.random.default_rng([config.seed, 1]),
         )
         self.model_buffer = ReplayBuffer(
@@ -227,6 +246,7 @@ class DynaAgent:
         self.episode_return = 0.0
         self.episode_length = 0
         self.obs, _ = self.env.reset(seed=config.seed)
+        self.model_seen_steps = 0  # real steps the model has been trained on (online mode)
         self.model_time_s = 0.0
         self.rollout_time_s = 0.0
         self.policy_time_s = 0.0
@@ -234,7 +254,9 @@ class DynaAgent:
     # -- sizes -------------------------------------------------------------------------------------------------
     def _model_buffer_capacity(self) -> int:
         c = self.config
-        per_refit = c.rollouts_per_step * c.model_train_every * max(c.rollout.max_length, c.rollout.min_length)
+        per_refit = (
+            c.rollouts_per_step * c.model_train_every * max(c.rollout.max_length, c.rollout.min_length)
+        )
         return max(1, per_refit * c.model_retain_refits) if c.use_model else 1
 
     @property
@@ -265,7 +287,10 @@ class DynaAgent:
         self.step += 1
         metrics: Metrics = {}
         if terminated or truncated:
-            metrics = {"train/episode_return": self.episode_return, "train/episode_length": self.episode_length}
+            metrics = {
+                "train/episode_return": self.episode_return,
+                "train/episode_length": self.episode_length,
+            }
             self.episode += 1
             self.episode_return, self.episode_length = 0.0, 0
             self.obs, _ = self.env.reset()
@@ -278,39 +303,63 @@ class DynaAgent:
         assert self.model is not None
         c = self.config
         t0 = time.perf_counter()
-        report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng)
+        metrics: Metrics = {}
+        if c.model_training == "online":
+            new = self.real_buffer.latest(self.step - self.model_seen_steps)
+            fit_normalizer = getattr(self.model, "fit_normalizer", None)
+            if self.model_seen_steps == 0 and callable(fit_normalizer):
+                fit_normalizer(new)
+            metrics.update({f"model/{k}": v for k, v in self.model.update(new).items()})
+            metrics.update({f"model/holdout_{k}": v for k, v in self.model.evaluate(new).items()})
+        else:
+            report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng)
+            metrics.update(
+                {
+                    "model/holdout_loss": float(report.holdout_loss),
+                    "model/holdout_mse": float(report.holdout_mse),
+                    "model/train_loss": float(report.train_loss),
+                    "model/epochs": float(report.epochs),
+                }
+            )
+        self.model_seen_steps = self.step
         t1 = time.perf_counter()
         epoch = self.step // c.epoch_length
         horizon = c.rollout.length(epoch)
         start = self.real_buffer.sample(c.rollouts_per_step * c.model_train_every).obs
         batch, stats = rollout(
-            self.model, self.sac.as_policy(deterministic=False), start, horizon,
-            term_fn=self.spec.term_fn, generator=self.torch_gen,
+            self.model,
+            self.sac.as_policy(deterministic=False),
+            start,
+            horizon,
+            term_fn=self.spec.term_fn,
+            generator=self.torch_gen,
         )
         if len(batch) > 0:
             arrays = batch.as_numpy()
             self.model_buffer.add(
-                arrays["obs"], arrays["action"], arrays["reward"], arrays["next_obs"],
-                arrays["terminated"], arrays["truncated"],
+                arrays["obs"],
+                arrays["action"],
+                arrays["reward"],
+                arrays["next_obs"],
+                arrays["terminated"],
+                arrays["truncated"],
             )
         t2 = time.perf_counter()
         self.model_time_s += t1 - t0
         self.rollout_time_s += t2 - t1
-        metrics: Metrics = {
-            "model/holdout_loss": float(report.holdout_loss),
-            "model/holdout_mse": float(report.holdout_mse),
-            "model/train_loss": float(report.train_loss),
-            "model/epochs": float(report.epochs),
-            "model/fit_time_s": t1 - t0,
-            "rollout/horizon": float(horizon),
-            "rollout/transitions": float(stats.n_transitions),
-            "rollout/mean_length": float(stats.mean_length),
-            "rollout/terminated": float(stats.n_terminated),
-            "rollout/nonfinite": float(stats.n_nonfinite),
-            "rollout/mean_reward": float(stats.mean_reward),
-            "rollout/time_s": t2 - t1,
-            "rollout/model_buffer_size": float(len(self.model_buffer)),
-        }
+        metrics.update(
+            {
+                "model/fit_time_s": t1 - t0,
+                "rollout/horizon": float(horizon),
+                "rollout/transitions": float(stats.n_transitions),
+                "rollout/mean_length": float(stats.mean_length),
+                "rollout/terminated": float(stats.n_terminated),
+                "rollout/nonfinite": float(stats.n_nonfinite),
+                "rollout/mean_reward": float(stats.mean_reward),
+                "rollout/time_s": t2 - t1,
+                "rollout/model_buffer_size": float(len(self.model_buffer)),
+            }
+        )
         if self.on_model_refit is not None:
             metrics.update(self.on_model_refit(self, self.step))
         return metrics
@@ -350,7 +399,11 @@ class DynaAgent:
         t_start = time.perf_counter()
         while self.step < c.total_steps:
             step_metrics = self._env_step()
-            if self.config.use_model and self.step >= self.policy_start and self.step % c.model_train_every == 0:
+            if (
+                self.config.use_model
+                and self.step >= self.policy_start
+                and self.step % c.model_train_every == 0
+            ):
                 step_metrics.update(self.refit_and_rollout())
             if self.step >= self.policy_start:
                 train_metrics = self.train_policy()
@@ -395,7 +448,10 @@ class DynaAgent:
             "rng": json.dumps(self.rng.bit_generator.state),
             "torch_gen": self.torch_gen.get_state(),
             "env": json.dumps(env_snapshot(self.env)),
-            "times": torch.tensor([self.model_time_s, self.rollout_time_s, self.policy_time_s], dtype=torch.float64),
+            "model_seen_steps": self.model_seen_steps,
+            "times": torch.tensor(
+                [self.model_time_s, self.rollout_time_s, self.policy_time_s], dtype=torch.float64
+            ),
         }
         state: dict[str, Any] = {
             "sac": self.sac.state_dict(),
@@ -424,6 +480,7 @@ class DynaAgent:
         self.rng.bit_generator.state = json.loads(loop["rng"])
         self.torch_gen.set_state(loop["torch_gen"])
         restore_env_snapshot(self.env, json.loads(loop["env"]))
+        self.model_seen_steps = int(loop["model_seen_steps"])
         times = loop["times"].tolist()
         self.model_time_s, self.rollout_time_s, self.policy_time_s = times
 
@@ -438,7 +495,11 @@ class DynaAgent:
     def save_to_run_dir(self) -> Path:
         assert self.run_dir is not None
         return save_run_checkpoint(
-            self.run_dir, self.step, config=asdict(self.config), state=self.state(), keep_last=self.config.keep_checkpoints
+            self.run_dir,
+            self.step,
+            config=asdict(self.config),
+            state=self.state(),
+            keep_last=self.config.keep_checkpoints,
         )
 
     def resume(self) -> bool:

@@ -134,6 +134,12 @@ class ReplayBuffer:
         """Every stored transition, oldest first."""
         return self._batch(self._order(), device)
 
+    def latest(self, n: int, *, device: torch.device | str = "cpu") -> TransitionBatch:
+        """The ``n`` most recently added transitions, oldest first (``n`` is capped at ``len(self)``)."""
+        n = min(int(n), self._size)
+        rows = (self._ptr - n + np.arange(n)) % self.capacity
+        return self._batch(rows, device)
+
     def to_dataset(self, *, env_id: str | None = None, source: str = "<replay buffer>") -> OfflineDataset:
         """The stored transitions as an ``OfflineDataset``, oldest first.
 

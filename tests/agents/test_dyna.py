@@ -78,6 +78,24 @@ def test_dyna_runs_with_any_world_model(model_name: str, tmp_path: Path) -> None
     assert "model/holdout_mse" in csv and np.all(np.isfinite(csv["model/holdout_mse"][~np.isnan(csv["model/holdout_mse"])]))
 
 
+def test_online_model_training_sees_each_real_transition_once() -> None:
+    cfg = tiny_config(model_kind="losse", model_training="online", losse=LosseConfig(num_groups=8, num_bins=4))
+    agent = DynaAgent(cfg)
+    assert isinstance(agent.model, LosseModel)
+    seen: list[int] = []
+    original = agent.model.update
+
+    def counting_update(batch):  # type: ignore[no-untyped-def]
+        seen.append(len(batch))
+        return original(batch)
+
+    agent.model.update = counting_update  # type: ignore[method-assign]
+    agent.learn()
+    # Refits at steps 200, 300, 400: the first sees the 200 random steps, then 100 new transitions each.
+    assert seen == [200, 100, 100]
+    assert agent.model_seen_steps == 400 and len(agent.model_buffer) > 0
+
+
 def test_model_free_mode_never_builds_a_model() -> None:
     agent = DynaAgent(tiny_config(use_model=False, total_steps=250))
     agent.learn()
