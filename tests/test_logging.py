@@ -103,7 +103,7 @@ def test_resume_appends_and_truncates_after_checkpoint(tmp_path: Path) -> None:
     # checked here.)
     steps, values = _scalars(tmp_path, "train/x")
     last = dict(zip(steps, values))
-    assert sorted(last) == list(range(11)) or sorted(last) == list(range(8))
+    assert set(range(8)) <= set(last)
     np.testing.assert_allclose([last[s] for s in range(8)], [0, 1, 2, 3, 4, -5, -6, -7])
 
 
