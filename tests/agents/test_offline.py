@@ -228,3 +228,28 @@ def test_dataset_without_env_is_a_clear_error(dataset: OfflineDataset) -> None:
     )
     with pytest.raises(ValueError, match=r"anon\.npz: the dataset names no env"):
         BCAgent(bc_preset("mem", "quick"), dataset=anonymous)
+
+
+# ---------------------------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_ravl_beats_random_policy_on_a_generated_dataset(tmp_path: Path) -> None:
+    """A short SAC behaviour run's medium-replay data; RAVL must clearly beat the uniform random policy."""
+    from envs.datasets import dataset_preset, make_datasets, minari_root
+
+    config = dataset_preset("Hopper-v5", "quick", sac_steps=4000, learning_starts=1000, split_size=1000, ref_episodes=10)
+    ids = make_datasets(config, tmp_path / "work", out_dir=tmp_path / "minari", splits=("medium-replay",))
+    with minari_root(tmp_path / "minari"):
+        agent = RAVLAgent(
+            ravl_preset(
+                ids["medium-replay"], "quick", loop_updates=3000, loop_eval_every=0, loop_eval_episodes=10,
+                rollouts_per_epoch=1000, updates_per_epoch=250,
+            )
+        )
+    final = agent.learn()
+    assert agent.refs is not None
+    env = make_env("Hopper-v5")
+    rng = np.random.default_rng(0)
+    low, high = agent.action_low, agent.action_high
+    random_return = evaluate_policy(env, lambda _o: rng.uniform(low, high), 10, seed=agent.loop.seed + EVAL_SEED_OFFSET)
+    random_score = float(normalized_score(random_return.return_mean, *agent.refs))
+    assert final["eval/normalized_score"] > random_score + 10.0, (final, random_score, agent.refs)
