@@ -33,6 +33,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
     "model": {
         "train": "mbrl.models.commands:train_model",
         "eval": "mbrl.models.commands:eval_model",
+        "check": "mbrl.models.contract:check_command",
     },
 }
 

@@ -23,6 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
+from mbrl.models.contract import require_world_model, validate_step
 from mbrl.models.protocol import WorldModel
 from mbrl.types import ModelStep, TransitionBatch
 
@@ -109,6 +110,10 @@ def rollout(
     Returns:
         ``(batch, stats)``: all valid transitions (step-major within each chunk) on the model's output device,
         and :class:`RolloutStats`.
+
+    Raises:
+        ContractError: ``model`` lacks a WorldModel member, or its first ``predict`` of the call returns a
+            wrongly shaped ``ModelStep`` (the message names the model class, the method and the expected shape).
     """
     if start_obs.ndim != 2:
         raise ValueError(f"rollout: expected start_obs [B, D], got {tuple(start_obs.shape)}")
@@ -119,6 +124,7 @@ def rollout(
         chunk_size = DEFAULT_CHUNK_SIZE if start_obs.device.type == "cpu" else max(n_start, 1)
     if chunk_size < 1:
         raise ValueError(f"rollout: chunk_size must be >= 1, got {chunk_size}")
+    require_world_model(model)
     parts: list[TransitionBatch] = []
     unc_sum, unc_count, n_nonfinite = 0.0, 0, 0
     has_unc = False
@@ -130,6 +136,8 @@ def rollout(
                     break
                 action = policy(obs)
                 step = model.predict(obs, action, deterministic=deterministic, generator=generator)
+                if c0 == 0 and t == 0:  # structure only, once per call: a wrong shape would broadcast silently
+                    validate_step(model, step, obs)
                 next_obs, reward = step.next_obs, step.reward
                 obs = obs.to(next_obs.device)
                 action = action.to(next_obs.device, next_obs.dtype)
