@@ -102,12 +102,11 @@ def run_dyna(quick: bool, seed: int) -> tuple[Any, dict[str, float]]:
 def run_ravl(dyna_agent: Any, quick: bool, seed: int) -> dict[str, float]:
     """RAVL on the Dyna run's replay data (an offline "replay" dataset) with a fresh ridge model."""
     from agents.ravl import RAVLAgent, ravl_preset
-    from mbrl.models.fit import FitConfig
 
     dataset = dyna_agent.real_buffer.to_dataset(env_id="InvertedPendulum-v5", source="dyna replay (example)")
     config = ravl_preset("<in memory>", "quick" if quick else "cpu", loop_seed=seed, loop_env_id="InvertedPendulum-v5",
-                         loop_ref_min_score=0.0, loop_ref_max_score=1000.0,  # InvertedPendulum returns lie in [0, 1000]
-                         fit=FitConfig(max_epochs=1, batch_size=1024))  # one exact pass over the data
+                         loop_ref_min_score=0.0, loop_ref_max_score=1000.0)  # InvertedPendulum returns lie in [0, 1000]
+    config = replace(config, fit=replace(config.fit, max_epochs=1, max_time_s=None))  # one exact pass over the data
     if quick:
         config = replace(config, loop=replace(config.loop, updates=200, eval_every=0), rollouts_per_epoch=100)
     else:
