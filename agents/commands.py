@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as json_lib
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from mbrl.checkpoint import CheckpointError
 from mbrl.logging import Logger, plot_run
 from mbrl.rl.runtime import tune_allocator
 from mbrl.run import RunDir, config_from_dict, prepare_run_dir
+from mbrl.types import Metrics
 
 
 def _dyna_config(
@@ -47,11 +49,20 @@ def _dyna_config(
     return config
 
 
-def run_online(config: DynaConfig, run_dir: str, resume: bool) -> dict[str, float]:
-    """Run (or resume) an online Dyna/SAC run in ``run_dir``; returns the final evaluation."""
+def run_online(
+    config: DynaConfig,
+    run_dir: str,
+    resume: bool,
+    on_model_refit: Callable[[DynaAgent, int], Metrics] | None = None,
+) -> dict[str, float]:
+    """Run (or resume) an online Dyna/SAC run in ``run_dir``; returns the final evaluation.
+
+    ``on_model_refit`` is passed to :class:`DynaAgent` (extra metrics after each model refit, e.g. the Lipschitz
+    agent's diagnostics).
+    """
     tune_allocator()
     run = prepare_run_dir(run_dir, config, resume=resume)
-    agent = DynaAgent(config, run_dir=run.path)
+    agent = DynaAgent(config, run_dir=run.path, on_model_refit=on_model_refit)
     resumed = agent.resume() if resume else False
     start = agent.step if resumed else None
     if resumed:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "bc": "mbrl.offline_commands:train_bc",
         "dyna": "agents.commands:train_dyna",
         "sac": "agents.commands:train_sac",
+        "lipschitz": "agents.lipschitz:train_lipschitz",
     },
     "eval": "agents.commands:eval_run",
     "run-demo": "agents.commands:run_demo",
