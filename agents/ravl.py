@@ -85,13 +85,17 @@ class RAVLConfig:
         if self.penalty not in ("none", "uncertainty"):
             raise ValueError(f"RAVLConfig: penalty must be 'none' or 'uncertainty', got {self.penalty!r}")
         if self.rollout_length < 1 or self.rollouts_per_epoch < 1 or self.updates_per_epoch < 1:
-            raise ValueError("RAVLConfig: rollout_length, rollouts_per_epoch and updates_per_epoch must be >= 1")
+            raise ValueError(
+                "RAVLConfig: rollout_length, rollouts_per_epoch and updates_per_epoch must be >= 1"
+            )
         if self.retain_epochs < 1:
             raise ValueError(f"RAVLConfig: retain_epochs must be >= 1, got {self.retain_epochs}")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"RAVLConfig: real_ratio must be in [0, 1], got {self.real_ratio}")
         if self.penalty == "uncertainty" and self.dynamics == "learned" and not self.ensemble.full_info:
-            raise ValueError("RAVLConfig: the MOPO penalty needs ensemble.full_info=True (info['uncertainty'])")
+            raise ValueError(
+                "RAVLConfig: the MOPO penalty needs ensemble.full_info=True (info['uncertainty'])"
+            )
 
 
 Preset = Literal["paper", "cpu", "quick"]
@@ -113,17 +117,27 @@ def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLC
     loop_kw = {k[5:]: v for k, v in overrides.items() if k.startswith("loop_")}
     rest = {k: v for k, v in overrides.items() if not k.startswith("loop_")}
     loop = OfflineLoopConfig(
-        dataset=dataset, updates=updates, eval_every=evals, eval_episodes=episodes,
-        checkpoint_every=evals, log_every=min(1000, per_epoch),
+        dataset=dataset,
+        updates=updates,
+        eval_every=evals,
+        eval_episodes=episodes,
+        checkpoint_every=evals,
+        log_every=min(1000, per_epoch),
     )
-    sac = SACConfig(num_critics=10, edac_eta=1.0)
+    # bf16 autocast on the CPU preset: measured 3.4x faster RAVL updates here (AMX; 10 -> 35 updates/s on a
+    # loaded 2-core machine); the paper preset keeps fp32.
+    sac = SACConfig(num_critics=10, edac_eta=1.0, use_bf16=preset == "cpu")
     if preset == "quick":
         sac = replace(sac, hidden=64, num_critics=4, batch_size=64)
     base = RAVLConfig(
-        loop=replace(loop, **loop_kw), sac=sac, fit=fit_config,
-        rollouts_per_epoch=rollouts, updates_per_epoch=per_epoch,
+        loop=replace(loop, **loop_kw),
+        sac=sac,
+        fit=fit_config,
+        rollouts_per_epoch=rollouts,
+        updates_per_epoch=per_epoch,
         ensemble=EnsembleConfig(num_members=7, num_elites=5, full_info=False)
-        if preset != "quick" else EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=False),
+        if preset != "quick"
+        else EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=False),
     )
     return replace(base, **rest)
 
@@ -134,7 +148,11 @@ def mopo_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLC
     base = ravl_preset(dataset, preset)
     sac = replace(base.sac, num_critics=2, edac_eta=0.0)
     base = replace(
-        base, sac=sac, penalty="uncertainty", penalty_coef=1.0, ensemble=replace(base.ensemble, full_info=True)
+        base,
+        sac=sac,
+        penalty="uncertainty",
+        penalty_coef=1.0,
+        ensemble=replace(base.ensemble, full_info=True),
     )
     return ravl_preset_overrides(base, overrides)
 
@@ -161,7 +179,12 @@ class UncertaintyPenalty:
         self.action_dim = model.action_dim
 
     def predict(
-        self, obs: Tensor, action: Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: Tensor,
+        action: Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
     ) -> ModelStep:
         step = self.model.predict(obs, action, deterministic=deterministic, generator=generator)
         unc = step.info.get("uncertainty")
@@ -215,7 +238,11 @@ class RAVLAgent(OfflineAgent):
         seed = config.loop.seed
         self.spec = get_spec(self.env_id)
         self.sac = SAC(
-            self.obs_dim, self.action_dim, self.action_low, self.action_high, config.sac,
+            self.obs_dim,
+            self.action_dim,
+            self.action_low,
+            self.action_high,
+            config.sac,
             generator=torch_generator(seed, 1),
         )
         self.torch_gen = torch_generator(seed, 2)
@@ -227,7 +254,10 @@ class RAVLAgent(OfflineAgent):
                 fit_model = False
             else:
                 model = ProbabilisticEnsemble(
-                    self.obs_dim, self.action_dim, config.ensemble, seed=int(np.random.SeedSequence([seed, 3]).generate_state(1)[0])
+                    self.obs_dim,
+                    self.action_dim,
+                    config.ensemble,
+                    seed=int(np.random.SeedSequence([seed, 3]).generate_state(1)[0]),
                 )
         self.base_model: WorldModel = model
         self.fit_model = fit_model
@@ -239,9 +269,7 @@ class RAVLAgent(OfflineAgent):
             capacity, self.obs_dim, self.action_dim, rng=np.random.default_rng([seed, 4])
         )
         obs = self.dataset.observations
-        self._clip = (
-            (torch.from_numpy(obs.min(0)), torch.from_numpy(obs.max(0))) if config.clip_obs else None
-        )
+        self._clip = (torch.from_numpy(obs.min(0)), torch.from_numpy(obs.max(0))) if config.clip_obs else None
         self.rollout_time_s = 0.0
         self.last_rollout: Metrics = {}
 
@@ -259,12 +287,19 @@ class RAVLAgent(OfflineAgent):
         rows = self.rng.integers(0, len(self.dataset), size=c.rollouts_per_epoch)
         start = torch.from_numpy(self.dataset.observations[rows])
         batch, stats = rollout(
-            self.model, self.sac.as_policy(deterministic=False), start, c.rollout_length,
-            term_fn=self.spec.term_fn, generator=self.torch_gen, clip_obs=self._clip,
+            self.model,
+            self.sac.as_policy(deterministic=False),
+            start,
+            c.rollout_length,
+            term_fn=self.spec.term_fn,
+            generator=self.torch_gen,
+            clip_obs=self._clip,
         )
         if len(batch) > 0:
             a = batch.to("cpu").as_numpy()
-            self.model_buffer.add(a["obs"], a["action"], a["reward"], a["next_obs"], a["terminated"], a["truncated"])
+            self.model_buffer.add(
+                a["obs"], a["action"], a["reward"], a["next_obs"], a["terminated"], a["truncated"]
+            )
         self.rollout_time_s += time.perf_counter() - t0
         out = stats.metrics("rollout/")
         out["rollout/buffer_size"] = float(len(self.model_buffer))
@@ -302,7 +337,9 @@ class RAVLAgent(OfflineAgent):
             "model": dict(self.base_model.state_dict()),
             "model_buffer": self.model_buffer.state_dict(),
             "rollout": {
-                "torch_gen": self.torch_gen.get_state(), "time_s": self.rollout_time_s, "last": dict(self.last_rollout),
+                "torch_gen": self.torch_gen.get_state(),
+                "time_s": self.rollout_time_s,
+                "last": dict(self.last_rollout),
             },
         }
 
