@@ -33,8 +33,12 @@ def bc_preset(dataset: str, preset: str = "cpu", **loop_overrides: Any) -> BCAge
     updates = {"paper": 1_000_000, "cpu": 50_000, "quick": 200}[preset]
     evals = {"paper": 10_000, "cpu": 5_000, "quick": 100}[preset]
     loop = OfflineLoopConfig(
-        dataset=dataset, updates=updates, eval_every=evals, checkpoint_every=evals,
-        log_every=min(1000, evals), eval_episodes=10 if preset != "quick" else 2,
+        dataset=dataset,
+        updates=updates,
+        eval_every=evals,
+        checkpoint_every=evals,
+        log_every=min(1000, evals),
+        eval_episodes=10 if preset != "quick" else 2,
     )
     return BCAgentConfig(loop=replace(loop, **loop_overrides))
 
@@ -45,12 +49,20 @@ class BCAgent(OfflineAgent):
     algo = "bc"
 
     def __init__(
-        self, config: BCAgentConfig, *, dataset: OfflineDataset | None = None, run_dir: str | Path | None = None
+        self,
+        config: BCAgentConfig,
+        *,
+        dataset: OfflineDataset | None = None,
+        run_dir: str | Path | None = None,
     ) -> None:
         super().__init__(config, dataset=dataset, run_dir=run_dir)
         self.config: BCAgentConfig = config
         self.bc = BC(
-            self.obs_dim, self.action_dim, self.action_low, self.action_high, config.bc,
+            self.obs_dim,
+            self.action_dim,
+            self.action_low,
+            self.action_high,
+            config.bc,
             generator=torch_generator(config.loop.seed, 1),
         )
 

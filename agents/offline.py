@@ -69,7 +69,9 @@ class OfflineLoopConfig:
 
     def __post_init__(self) -> None:
         if self.updates < 1 or self.eval_episodes < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
-            raise ValueError("OfflineLoopConfig: updates, eval_episodes, log_every and keep_checkpoints must be >= 1")
+            raise ValueError(
+                "OfflineLoopConfig: updates, eval_episodes, log_every and keep_checkpoints must be >= 1"
+            )
         if self.eval_every < 0 or self.checkpoint_every < 0:
             raise ValueError("OfflineLoopConfig: eval_every and checkpoint_every must be >= 0")
         if (self.ref_min_score is None) != (self.ref_max_score is None):
@@ -87,7 +89,9 @@ class OfflineAgent:
 
     algo: ClassVar[str] = "offline"
 
-    def __init__(self, config: Any, *, dataset: OfflineDataset | None = None, run_dir: str | Path | None = None):
+    def __init__(
+        self, config: Any, *, dataset: OfflineDataset | None = None, run_dir: str | Path | None = None
+    ):
         loop: OfflineLoopConfig = config.loop
         set_threads(loop.num_threads)
         self.config = config
@@ -220,7 +224,10 @@ class OfflineAgent:
     def save_to_run_dir(self) -> Path:
         assert self.run_dir is not None
         return save_run_checkpoint(
-            self.run_dir, self.num_updates, config=self.config_dict(), state=self.state(),
+            self.run_dir,
+            self.num_updates,
+            config=self.config_dict(),
+            state=self.state(),
             keep_last=self.loop.keep_checkpoints,
         )
 
