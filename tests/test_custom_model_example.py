@@ -105,6 +105,8 @@ def test_mbrl_model_check_command_reports_pass_and_fail(tmp_path: Path, capsys: 
     assert capsys.readouterr().out.strip() == "FAIL TallReward.predict: expected reward of shape [64], got [64, 1]"
     assert cli_main(["model", "check", f"{broken}:missing"]) == 2
     assert "has no callable 'missing'" in capsys.readouterr().err
+    assert cli_main(["model", "check", f"{EXAMPLE}:RidgeWorldModel"]) == 2  # needs dims: the factory fails
+    assert "calling it with no arguments failed (TypeError" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- models that break it
@@ -143,6 +145,12 @@ class NoGeneratorArg(RidgeWorldModel):  # type: ignore[misc, valid-type]
         return super().predict(obs, action, deterministic=deterministic)  # type: ignore[no-any-return]
 
 
+class TupleOutput(RidgeWorldModel):  # type: ignore[misc, valid-type]
+    def predict(self, obs: Tensor, action: Tensor, *, deterministic: bool = False, generator: Any = None) -> Any:
+        s = super().predict(obs, action, deterministic=deterministic, generator=generator)
+        return s.next_obs, s.reward, s.terminated
+
+
 class WideUncertainty(RidgeWorldModel):  # type: ignore[misc, valid-type]
     def predict(self, obs: Tensor, action: Tensor, *, deterministic: bool = False, generator: Any = None) -> ModelStep:
         s = super().predict(obs, action, deterministic=deterministic, generator=generator)
@@ -173,6 +181,8 @@ def test_rollout_names_the_model_method_and_shape_at_run_time() -> None:
         rollout(WideUncertainty(4, 1), policy, start, 3)
     with pytest.raises(ContractError, match=r"^NoEvaluate\.evaluate: expected method\(s\) evaluate"):
         rollout(NoEvaluate(), policy, start, 3)  # type: ignore[arg-type]
+    with pytest.raises(ContractError, match=r"^TupleOutput\.predict: expected a mbrl\.types\.ModelStep, got tuple$"):
+        rollout(TupleOutput(4, 1), policy, start, 3)
     # NaN rows are not an error at run time: rollout drops and counts them (rollout/n_nonfinite).
     batch, stats = rollout(NanOutput(4, 1), policy, start, 3)
     assert len(batch) == 0 and stats.n_nonfinite == 5

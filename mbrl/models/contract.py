@@ -355,12 +355,17 @@ def check_command(
         seed: seed of the batch and of the sampling generators.
     """
     factory = load_factory(target)
-    batch = env_batch(env, samples, seed=seed) if env is not None else None
-    if batch is None and samples != 64:
-        probe = factory()
-        require_world_model(probe)
-        batch = synthetic_batch(probe.obs_dim, probe.action_dim, n=samples, seed=seed)
     try:
+        probe = factory()
+    except Exception as exc:  # the factory itself is broken, not the model: a usage error
+        raise ValueError(
+            f"model factory {target!r}: calling it with no arguments failed ({type(exc).__name__}: {exc})"
+        ) from exc
+    batch = env_batch(env, samples, seed=seed) if env is not None else None
+    try:
+        require_world_model(probe)
+        if batch is None:
+            batch = synthetic_batch(probe.obs_dim, probe.action_dim, n=samples, seed=seed)
         check_world_model(factory, batch=batch, stochastic=stochastic, seed=seed)
     except ContractError as exc:
         print(f"FAIL {exc}")
