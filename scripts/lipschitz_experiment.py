@@ -9,9 +9,15 @@ true ``model/bellman_gap`` after every model refit. Per run the script records t
 return, the model-training and rollout wall-clock (``DynaAgent.model_time_s`` / ``rollout_time_s``, read from
 the run's ``time/model_s`` / ``time/rollout_s`` log), and the diagnostic curves.
 
-Full experiment (the lead runs it on an idle machine; about 10-14 h on one core, see the report)::
+Full experiment (the lead runs it on an idle machine)::
 
     python scripts/lipschitz_experiment.py --env Hopper-v5 --steps 25000 --seeds 3 --out runs/lipschitz_experiment
+
+Estimated wall-clock on one idle core (from per-update timings at the cpu preset, utd 10): per seed about 1 h for
+(a) (SAC ~40 min + 7-member fits ~25 min), 45 min for (b), 1 h 40 min for (c) (the 3 PGD steps make a critic
+update ~2.4x dearer), i.e. ~10-11 h for 3 seeds. On 3 cores run the arms side by side into the same ``--out``
+(``--arms ensemble`` / ``--arms single`` / ``--arms single_lip``, ~5 h), then once more without ``--arms`` to
+collect every finished run into ``results.json``, ``table.md`` and the PNG (finished runs are only read back).
 
 Check (seconds to a couple of minutes)::
 
@@ -27,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
