@@ -19,6 +19,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "info": "mbrl.data.commands:info",
         "convert": "mbrl.data.commands:convert",
         "make": "mbrl.offline_commands:make_dataset",
+        "label": "agents.idm_labeling:label_dataset",
     },
     "train": {
         "ravl": "mbrl.offline_commands:train_ravl",
@@ -26,6 +27,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "bc": "mbrl.offline_commands:train_bc",
         "dyna": "agents.commands:train_dyna",
         "sac": "agents.commands:train_sac",
+        "idm-label": "agents.idm_labeling:train_idm_label",
         "lipschitz": "agents.lipschitz:train_lipschitz",
     },
     "eval": "agents.commands:eval_run",

@@ -131,6 +131,10 @@ def _build(
 
     ``env_id`` (found in the file) is attached unchecked; ``load_dataset`` checks it when gymnasium knows it.
     """
+    # A plain D4RL-layout file with every other required key but no ``actions`` key at all is clearly an
+    # action-free dataset (states and rewards only, as in semi-supervised offline RL), marker or not.
+    if arrays.get("actions") is None and all(arrays.get(k) is not None for k in REQUIRED_KEYS if k != "actions"):
+        action_free = True
     required = tuple(k for k in REQUIRED_KEYS if not (action_free and k == "actions"))
     check_arrays(source, arrays, required=required)
     if arrays.get("next_observations") is None:
