@@ -149,7 +149,7 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
     if not run.config_path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     stored = run.read_config()
-    if "dataset" in stored:  # an offline run
+    if "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
         from mbrl.offline_commands import evaluate_run
 
         out = evaluate_run(run_dir, episodes)

@@ -162,7 +162,9 @@ def cpu_preset(env_id: str, **overrides: Any) -> DynaConfig:
         fit=FitConfig(max_epochs=15, max_time_s=30.0),
     )
     if env_id == "InvertedPendulum-v5":
-        base = replace(base, total_steps=5000, epoch_length=250, rollout=RolloutSchedule(1, 1, 1, 1))
+        base = replace(
+            base, total_steps=5000, epoch_length=250, rollout=RolloutSchedule(1, 1, 1, 1), eval_every=1000
+        )
     return replace(base, **overrides)
 
 

@@ -3,6 +3,7 @@ resume, the normalized score, the CLI and ``evaluate_run``."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -215,6 +216,12 @@ def test_cli_train_resume_and_evaluate_run(dataset_file: str, tmp_path: Path, ca
     out = evaluate_run(run, episodes=2)
     assert out["updates"] == 40
     assert out["normalized_score"] == pytest.approx(100 * (out["return_mean"] - REF_MIN) / (REF_MAX - REF_MIN))
+    # `mbrl eval RUN_DIR --json` adds the normalized score for offline runs.
+    capsys.readouterr()
+    assert cli_main(["eval", str(run), "--episodes", "2", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"return_mean", "return_std", "normalized_score"} <= set(printed)
+    assert printed["normalized_score"] == pytest.approx(100 * (printed["return_mean"] - REF_MIN) / (REF_MAX - REF_MIN))
     # A non-empty run dir without --resume is refused with a one-line error.
     capsys.readouterr()
     assert cli_main([*args, "--updates", "20"]) == 2
