@@ -85,7 +85,7 @@ def make_model() -> RidgeWorldModel:
 
 
 # ----------------------------------------------------------------------------------------- using it, unchanged
-def run_dyna(quick: bool, seed: int) -> tuple[Any, dict[str, float]]:
+def run_dyna(quick: bool, seed: int, steps: int) -> tuple[Any, dict[str, float]]:
     """Dyna (MBPO-style) on InvertedPendulum-v5 with the ridge model; returns (agent, final evaluation)."""
     from agents.dyna import DynaAgent, cpu_preset
 
@@ -94,12 +94,12 @@ def run_dyna(quick: bool, seed: int) -> tuple[Any, dict[str, float]]:
         config = replace(config, total_steps=300, init_random_steps=100, model_train_every=50, rollouts_per_step=10,
                          utd=1, eval_episodes=2, sac=replace(config.sac, hidden=64, batch_size=64))
     else:
-        config = replace(config, total_steps=3000, utd=5, eval_episodes=5)
+        config = replace(config, total_steps=steps, utd=5, eval_episodes=5)
     agent = DynaAgent(config, model=make_model())
     return agent, agent.learn()
 
 
-def run_ravl(dyna_agent: Any, quick: bool, seed: int) -> dict[str, float]:
+def run_ravl(dyna_agent: Any, quick: bool, seed: int, updates: int) -> dict[str, float]:
     """RAVL on the Dyna run's replay data (an offline "replay" dataset) with a fresh ridge model."""
     from agents.ravl import RAVLAgent, ravl_preset
 
@@ -110,7 +110,7 @@ def run_ravl(dyna_agent: Any, quick: bool, seed: int) -> dict[str, float]:
     if quick:
         config = replace(config, loop=replace(config.loop, updates=200, eval_every=0), rollouts_per_epoch=100)
     else:
-        config = replace(config, loop=replace(config.loop, updates=5000, eval_every=0, eval_episodes=5))
+        config = replace(config, loop=replace(config.loop, updates=updates, eval_every=0, eval_episodes=5))
     agent = RAVLAgent(config, dataset=dataset, model=make_model())
     return agent.learn()
 
@@ -119,15 +119,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few hundred steps/updates (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dyna-steps", type=int, default=2500, help="Dyna env steps (without --quick)")
+    parser.add_argument("--ravl-updates", type=int, default=2000, help="RAVL gradient updates (without --quick)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    dyna, dyna_eval = run_dyna(args.quick, args.seed)
+    dyna, dyna_eval = run_dyna(args.quick, args.seed, args.dyna_steps)
     print(f"dyna InvertedPendulum-v5 ({dyna.step} env steps, model {type(dyna.model).__name__}): "
           f"eval return {dyna_eval['eval/return_mean']:.1f} +- {dyna_eval['eval/return_std']:.1f}"
           f"  [{time.perf_counter() - t0:.1f} s]")
     t1 = time.perf_counter()
-    ravl_eval = run_ravl(dyna, args.quick, args.seed)
+    ravl_eval = run_ravl(dyna, args.quick, args.seed, args.ravl_updates)
     print(f"ravl offline ({len(dyna.real_buffer)} transitions of Dyna replay): eval return "
           f"{ravl_eval['eval/return_mean']:.1f} +- {ravl_eval['eval/return_std']:.1f}, normalized score "
           f"{ravl_eval['eval/normalized_score']:.1f}  [{time.perf_counter() - t1:.1f} s]")
