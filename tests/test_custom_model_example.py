@@ -197,3 +197,28 @@ def test_dyna_with_a_wrong_shaped_model_fails_at_its_first_rollout() -> None:
     with pytest.raises(ContractError, match=r"^TallReward\.predict: expected reward of shape \[40\], got \[40, 1\]$"):
         agent.learn()
     assert agent.step == 20  # the model was updated, then the first rollout caught the shape
+
+
+def test_mopo_penalises_the_example_models_uncertainty_and_names_a_model_without_one() -> None:
+    from agents.ravl import RAVLAgent, mopo_preset
+    from tests.models.data import random_dataset
+
+    data = random_dataset("InvertedPendulum-v5", 300, episode_len=100, seed=0)
+    config = mopo_preset("<in memory>", "quick", loop_updates=5, loop_eval_every=0, loop_eval_episodes=1)
+    config = replace(config, rollouts_per_epoch=50, fit=replace(config.fit, max_epochs=1))
+    agent = RAVLAgent(config, dataset=data, model=make_model())
+    agent.learn()
+    unc = agent.last_rollout["rollout/mean_uncertainty"]
+    assert unc > 0.0
+    step = agent.model.predict(torch.zeros(3, 4), torch.zeros(3, 1), deterministic=True)
+    raw = agent.base_model.predict(torch.zeros(3, 4), torch.zeros(3, 1), deterministic=True)
+    torch.testing.assert_close(step.reward, raw.reward - config.penalty_coef * raw.info["uncertainty"])
+
+    class NoUncertainty(RidgeWorldModel):  # type: ignore[misc, valid-type]
+        def predict(self, obs: Tensor, action: Tensor, **kwargs: Any) -> ModelStep:
+            s = super().predict(obs, action, **kwargs)
+            return ModelStep(s.next_obs, s.reward, s.terminated, {})
+
+    agent = RAVLAgent(config, dataset=data, model=NoUncertainty(4, 1))
+    with pytest.raises(ValueError, match=r"NoUncertainty\.predict gives no info\['uncertainty'\]"):
+        agent.learn()
