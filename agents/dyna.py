@@ -31,6 +31,7 @@ from mbrl.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpo
 from mbrl.data import ReplayBuffer
 from mbrl.evaluation import evaluate_policy
 from mbrl.logging import Logger
+from mbrl.models.contract import require_world_model
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.models.losse import LosseConfig, LosseModel
@@ -227,6 +228,7 @@ class DynaAgent:
         self.model: WorldModel | None = None
         if config.use_model:
             if model is not None:
+                require_world_model(model)  # names every missing protocol member of a user's model
                 self.model = model
             elif config.model_kind == "losse":
                 self.model = LosseModel(obs_dim, action_dim, config.losse, seed=config.seed + 2)

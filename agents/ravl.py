@@ -35,6 +35,7 @@ from torch import Tensor
 from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from envs import get_spec
 from mbrl.data import OfflineDataset, ReplayBuffer
+from mbrl.models.contract import require_world_model
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.models.protocol import WorldModel
@@ -259,6 +260,7 @@ class RAVLAgent(OfflineAgent):
                     config.ensemble,
                     seed=int(np.random.SeedSequence([seed, 3]).generate_state(1)[0]),
                 )
+        require_world_model(model)  # a model passed in that misses the protocol fails here, by name
         self.base_model: WorldModel = model
         self.fit_model = fit_model
         self.model: WorldModel = (

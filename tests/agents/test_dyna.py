@@ -151,3 +151,16 @@ def test_dyna_solves_inverted_pendulum_within_5k_steps() -> None:
     agent = DynaAgent(replace(cpu_preset("InvertedPendulum-v5"), total_steps=5000, eval_every=0, eval_episodes=5))
     result = agent.learn()
     assert result["eval/return_mean"] >= 900  # a random policy scores < 10
+
+
+def test_a_model_missing_protocol_members_is_refused_by_name() -> None:
+    class NoUpdate:
+        obs_dim, action_dim = 4, 1
+
+        def predict(self, obs, action, *, deterministic=False, generator=None):  # type: ignore[no-untyped-def]
+            raise AssertionError("never called")
+
+    from mbrl.models.contract import ContractError
+
+    with pytest.raises(ContractError, match=r"NoUpdate.*update"):
+        DynaAgent(tiny_config(), model=NoUpdate())  # type: ignore[arg-type]
