@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import tyro
 
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.data.splitting import Selection, split_labelled
@@ -91,19 +92,27 @@ def label_union(
 
 
 def make_agent(
-    name: AgentName, dataset: OfflineDataset, preset: Preset, run_dir: str | Path | None, **loop: Any
+    name: AgentName,
+    dataset: OfflineDataset,
+    preset: Preset,
+    run_dir: str | Path | None,
+    *,
+    dataset_path: str | None = None,
+    **loop: Any,
 ) -> Any:
-    """An offline agent of the toolkit on an in-memory dataset (``loop`` overrides ``OfflineLoopConfig`` fields)."""
+    """An offline agent of the toolkit on an in-memory dataset (``loop`` overrides ``OfflineLoopConfig`` fields;
+    ``dataset_path``, where ``dataset`` is stored, goes into the agent's config so ``mbrl eval`` can rebuild it)."""
     require_actions(dataset, f"the {name} agent")
+    source = dataset_path if dataset_path is not None else dataset.source
     if name == "bc":
         from agents.bc import BCAgent, bc_preset
 
-        return BCAgent(bc_preset(dataset.source, preset, **loop), dataset=dataset, run_dir=run_dir)
+        return BCAgent(bc_preset(source, preset, **loop), dataset=dataset, run_dir=run_dir)
     if name in ("ravl", "mopo"):
         from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
 
         make = ravl_preset if name == "ravl" else mopo_preset
-        config = make(dataset.source, preset, **{f"loop_{k}": v for k, v in loop.items()})
+        config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})
         return RAVLAgent(config, dataset=dataset, run_dir=run_dir)
     raise ValueError(f"unknown agent {name!r} (bc, ravl, mopo)")
 
@@ -186,13 +195,17 @@ def train_idm_label(
     union = label_union(idm, labelled, free)
     if env_id is not None:
         union.env_id = env_id
-    save_npz(union, run.path / "labelled_union.npz")
+    union_path = run.path / "labelled_union.npz"
+    save_npz(union, union_path)
     loop: dict[str, Any] = {"seed": seed}
     if updates is not None:
         loop["updates"] = updates
     if eval_episodes is not None:
         loop["eval_episodes"] = eval_episodes
-    learner = make_agent(agent, union, preset, run.path / "agent", **loop)
+    learner = make_agent(agent, union, preset, run.path / "agent", dataset_path=str(union_path.resolve()), **loop)
+    # the agent's folder is a run directory of its own: `mbrl eval RUN_DIR/agent` rebuilds it from this config
+    (run.path / "agent").mkdir(exist_ok=True)
+    write_json_atomic(run.path / "agent" / "config.json", learner.config_dict())
     with Logger(run.path / "agent", total=learner.loop.updates, desc=f"idm-label {agent}",
                 console_keys=["eval/normalized_score", "eval/return_mean"]) as logger:
         final = learner.learn(logger)
@@ -202,7 +215,14 @@ def train_idm_label(
     return 0
 
 
-def label_dataset(source: str, out: str, /, idm: str, relabel: bool = False, env_id: str | None = None) -> int:
+def label_dataset(
+    source: Annotated[str, tyro.conf.arg(metavar="SOURCE")],
+    out: Annotated[str, tyro.conf.arg(metavar="OUT")],
+    /,
+    idm: Annotated[str, tyro.conf.arg(metavar="RUN_DIR")],
+    relabel: bool = False,
+    env_id: str | None = None,
+) -> int:
     """Label an action-free dataset with a trained inverse dynamics model and write it (npz, hdf5 or Minari id).
 
     Args:

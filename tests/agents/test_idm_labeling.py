@@ -83,6 +83,10 @@ def test_end_to_end_idm_label_and_dataset_label(dataset: OfflineDataset, tmp_pat
     result = json.loads((run / "result.json").read_text())
     assert np.isfinite(result["idm"]["val_nll"]) and "eval/return_mean" in result["final"]
     assert any((run / "agent" / "checkpoints").iterdir())
+    # the agent's folder is a run directory `mbrl eval` understands
+    from mbrl.offline_commands import evaluate_run
+
+    assert np.isfinite(evaluate_run(run / "agent", 1)["return_mean"])
 
     # mbrl dataset label: an action-free file -> a labelled file whose actions are the IDM's mean labels
     npz, _ = _plain_files(dataset, tmp_path)
