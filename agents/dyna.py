@@ -169,23 +169,6 @@ def cpu_preset(env_id: str, **overrides: Any) -> DynaConfig:
     return replace(base, **overrides)
 
 
-def _to_tensor_state(obj: Any) -> Any:
-    """numpy arrays → tensors (recursively), so ``torch.load(weights_only=True)`` accepts the checkpoint."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, dict):
-        return {k: _to_tensor_state(v) for k, v in obj.items()}
-    return obj
-
-
-def _to_numpy_state(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.numpy()
-    if isinstance(obj, dict):
-        return {k: _to_numpy_state(v) for k, v in obj.items()}
-    return obj
-
-
 class DynaAgent:
     """MBPO-style Dyna over any ``WorldModel`` (or model-free SAC with ``use_model=False``).
 
@@ -459,8 +442,8 @@ class DynaAgent:
         }
         state: dict[str, Any] = {
             "sac": self.sac.state_dict(),
-            "real_buffer": _to_tensor_state(self.real_buffer.state_dict()),
-            "model_buffer": _to_tensor_state(self.model_buffer.state_dict()),
+            "real_buffer": self.real_buffer.state_dict(),  # numpy arrays: mbrl.checkpoint stores them as tensors
+            "model_buffer": self.model_buffer.state_dict(),
             "loop": loop,
         }
         if self.model is not None:
@@ -469,8 +452,8 @@ class DynaAgent:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.sac.load_state_dict(state["sac"])
-        self.real_buffer.load_state_dict(_to_numpy_state(state["real_buffer"]))
-        self.model_buffer.load_state_dict(_to_numpy_state(state["model_buffer"]))
+        self.real_buffer.load_state_dict(state["real_buffer"])
+        self.model_buffer.load_state_dict(state["model_buffer"])
         if self.model is not None:
             if "model" not in state:
                 raise ValueError("checkpoint holds no world model but this run uses one")
