@@ -13,7 +13,7 @@ step (warm start, as in PETS / MPPI); ``reset()`` forgets it at episode boundari
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import overload
+from typing import Generic, Protocol, TypeVar, overload
 
 import numpy as np
 import torch
@@ -76,7 +76,23 @@ def score_sequences(
     return torch.where(torch.isfinite(total), total, torch.full_like(total, -torch.inf))
 
 
-class MPCPlanner:
+class PlannerSettings(Protocol):
+    """The fields every planner config has (``CEMConfig``, ``MPPIConfig``)."""
+
+    @property
+    def horizon(self) -> int: ...
+    @property
+    def discount(self) -> float: ...
+    @property
+    def particles(self) -> int: ...
+    @property
+    def deterministic(self) -> bool: ...
+
+
+C = TypeVar("C", bound=PlannerSettings)
+
+
+class MPCPlanner(Generic[C]):
     """Base of CEM and MPPI: bounds, warm start, the batched scoring and the Policy interface.
 
     Subclasses implement :meth:`_optimize` (improve the mean sequence ``[B, H, A]`` for start states
@@ -86,15 +102,13 @@ class MPCPlanner:
 
     Args:
         model: the WorldModel to plan with; may be swapped with :meth:`set_model` (e.g. a task view).
+        config: the planner's config; its ``horizon`` (``H``), ``discount`` (per-step discount of the predicted
+            return), ``particles`` (model samples per candidate sequence, scored by their mean return; 1 for a
+            deterministic model) and ``deterministic`` (ask the model for mean predictions) are used here.
         action_low: ``[A]`` lower action bounds (env units).
         action_high: ``[A]`` upper action bounds.
-        horizon: planning horizon ``H``.
         reward_fn: known reward function, or ``None`` for the model's reward.
         term_fn: known termination function, or ``None`` for the model's.
-        discount: per-step discount of the predicted return.
-        particles: model samples per candidate sequence (its score is their mean return); 1 for a
-            deterministic model.
-        deterministic: ask the model for mean predictions.
         generator: the planner's torch.Generator (sampling and model noise); default a fresh one seeded 0.
         device: device of the planning tensors.
     """
@@ -102,18 +116,18 @@ class MPCPlanner:
     def __init__(
         self,
         model: WorldModel,
+        config: C,
         action_low: np.ndarray | Tensor,
         action_high: np.ndarray | Tensor,
-        horizon: int,
         *,
         reward_fn: RewardFn | None = None,
         term_fn: TermFn | None = None,
-        discount: float = 1.0,
-        particles: int = 1,
-        deterministic: bool = False,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        self.config = config
+        horizon, discount = config.horizon, config.discount
+        particles, deterministic = config.particles, config.deterministic
         if horizon < 1:
             raise ValueError(f"planner horizon must be >= 1, got {horizon}")
         if particles < 1:

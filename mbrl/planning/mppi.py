@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from mbrl.models.protocol import WorldModel
-from mbrl.planning.base import MPCPlanner, RewardFn, TermFn
+from mbrl.planning.base import MPCPlanner
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class MPPIConfig:
             raise ValueError(f"MPPIConfig: noise_beta must be in [0, 1), got {self.noise_beta}")
 
 
-class MPPIPlanner(MPCPlanner):
+class MPPIPlanner(MPCPlanner[MPPIConfig]):
     """MPPI-MPC. ``plan(obs) -> action`` in env units; also a Policy (``planner(obs)``).
 
     Args:
@@ -73,33 +71,6 @@ class MPPIPlanner(MPCPlanner):
         generator: torch.Generator for sampling (and the model's noise).
         device: device of the planning tensors.
     """
-
-    def __init__(
-        self,
-        model: WorldModel,
-        config: MPPIConfig,
-        action_low: np.ndarray | Tensor,
-        action_high: np.ndarray | Tensor,
-        *,
-        reward_fn: RewardFn | None = None,
-        term_fn: TermFn | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            model,
-            action_low,
-            action_high,
-            config.horizon,
-            reward_fn=reward_fn,
-            term_fn=term_fn,
-            discount=config.discount,
-            particles=config.particles,
-            deterministic=config.deterministic,
-            generator=generator,
-            device=device,
-        )
-        self.config = config
 
     def _noise(self, b: int) -> Tensor:
         cfg = self.config
