@@ -125,6 +125,8 @@ def env_dims(env_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     Raises:
         DatasetError: when gymnasium cannot build the env.
     """
+    import envs.registry  # noqa: F401  (installs the MuJoCo warning filter: no settotalmass noise on stderr)
+
     try:
         env = gymnasium.make(env_id)
     except Exception as exc:  # gymnasium raises several error types (NameNotFound, DependencyNotInstalled...)
