@@ -160,12 +160,12 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
         if path is None:
             raise CheckpointError(f"{run_dir}: no checkpoint to evaluate")
         agent.load(path)
-        from mbrl.evaluation import evaluate_policy
-
-        result = evaluate_policy(
-            agent.eval_env, lambda o: agent.act(o, deterministic=True), episodes, seed=seed
-        )
-        out = {"return_mean": result.return_mean, "return_std": result.return_std, "episodes": episodes}
+        result = agent.evaluate(episodes, seed=seed)
+        out = {
+            "return_mean": result["eval/return_mean"],
+            "return_std": result["eval/return_std"],
+            "episodes": episodes,
+        }
     if json:
         print(json_lib.dumps(out))
     else:

@@ -27,7 +27,7 @@ import torch
 
 from envs import get_spec, make_env
 from envs.snapshot import env_snapshot, restore_env_snapshot
-from mbrl.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint
+from mbrl.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, rng_state, save_run_checkpoint
 from mbrl.data import ReplayBuffer
 from mbrl.evaluation import evaluate_policy
 from mbrl.logging import Logger
@@ -370,12 +370,14 @@ class DynaAgent:
         self.policy_time_s += time.perf_counter() - t0
         return {f"train/{k}": v for k, v in metrics.items()}
 
-    def evaluate(self, episodes: int | None = None) -> Metrics:
+    def evaluate(self, episodes: int | None = None, *, seed: int | None = None) -> Metrics:
+        """Deterministic-policy returns over ``episodes`` (default: the config's) starting at env seed ``seed``
+        (default: ``10_000 + config.seed``, apart from the training env's seeds)."""
         result = evaluate_policy(
             self.eval_env,
             lambda o: self.sac.act(o, deterministic=True),
             episodes or self.config.eval_episodes,
-            seed=10_000 + self.config.seed,
+            seed=10_000 + self.config.seed if seed is None else seed,
         )
         return {f"eval/{k}": v for k, v in result.as_dict().items()}
 
@@ -432,8 +434,7 @@ class DynaAgent:
             "episode_return": self.episode_return,
             "episode_length": self.episode_length,
             "obs": torch.from_numpy(np.asarray(self.obs, dtype=np.float32)),
-            "rng": json.dumps(self.rng.bit_generator.state),
-            "torch_gen": self.torch_gen.get_state(),
+            "rng": rng_state(self.rng, self.torch_gen),
             "env": json.dumps(env_snapshot(self.env)),
             "model_seen_steps": self.model_seen_steps,
             "times": torch.tensor(
@@ -464,8 +465,7 @@ class DynaAgent:
         self.episode_return = float(loop["episode_return"])
         self.episode_length = int(loop["episode_length"])
         self.obs = loop["obs"].numpy().copy()
-        self.rng.bit_generator.state = json.loads(loop["rng"])
-        self.torch_gen.set_state(loop["torch_gen"])
+        restore_rng(loop["rng"], self.rng, self.torch_gen)
         restore_env_snapshot(self.env, json.loads(loop["env"]))
         self.model_seen_steps = int(loop["model_seen_steps"])
         times = loop["times"].tolist()

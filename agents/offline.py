@@ -14,7 +14,6 @@ an interrupted and resumed run gives the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,14 @@ import numpy as np
 import torch
 
 from envs import make_env
-from mbrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_run_checkpoint
+from mbrl.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    save_run_checkpoint,
+)
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.evaluation import evaluate_policy, normalized_score, reference_scores
 from mbrl.logging import Logger
@@ -197,7 +203,7 @@ class OfflineAgent:
         loop = {
             "num_updates": self.num_updates,
             "prepared": self.prepared,
-            "rng": json.dumps(self.rng.bit_generator.state),
+            "rng": rng_state(self.rng),
             "train_time_s": self.train_time_s,
         }
         return {**self._learner_state(), "loop": loop}
@@ -209,7 +215,7 @@ class OfflineAgent:
         loop = state["loop"]
         self.num_updates = int(loop["num_updates"])
         self.prepared = bool(loop["prepared"])
-        self.rng.bit_generator.state = json.loads(loop["rng"])
+        restore_rng(loop["rng"], self.rng)
         self.train_time_s = float(loop["train_time_s"])
 
     def config_dict(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import torch
 
 from envs.registry import get_spec, make_env
 from envs.snapshot import env_snapshot, restore_env_snapshot
-from mbrl.checkpoint import load_checkpoint, save_checkpoint
+from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mbrl.data import OfflineDataset, ReplayBuffer, save_minari
 from mbrl.evaluation import evaluate_policy
 from mbrl.rl.policies import TorchPolicy
@@ -225,7 +225,7 @@ class BehaviourTrainer:
             "loop": {
                 "step": self.step,
                 "obs": np.asarray(self.obs, dtype=np.float32),
-                "rng": json.dumps(self.rng.bit_generator.state),
+                "rng": rng_state(self.rng),
                 "env": json.dumps(env_snapshot(self.env)),
             },
         }
@@ -247,7 +247,7 @@ class BehaviourTrainer:
         loop = state["loop"]
         self.step = int(loop["step"])
         self.obs = np.asarray(loop["obs"]).copy()
-        self.rng.bit_generator.state = json.loads(loop["rng"])
+        restore_rng(loop["rng"], self.rng)
         restore_env_snapshot(self.env, json.loads(loop["env"]))
         return True
 
