@@ -81,6 +81,8 @@ class DynaConfig:
         utd: SAC updates per env step (MBPO: 20–40).
         real_ratio: fraction of real data in each SAC batch (MBPO: 0.05).
         policy_start_steps: env steps before SAC updates start (default: ``init_random_steps``).
+        log_every: env steps between logged training/timing metrics (episode returns, refits and evaluations
+            are always logged).
         eval_every: env steps between deterministic evaluations (0 disables).
         eval_episodes: episodes per evaluation.
         checkpoint_every: env steps between checkpoints (0: only at the end).
@@ -110,6 +112,7 @@ class DynaConfig:
     utd: int = 10
     real_ratio: float = 0.05
     policy_start_steps: int | None = None
+    log_every: int = 250
     eval_every: int = 1000
     eval_episodes: int = 5
     checkpoint_every: int = 1000
@@ -396,14 +399,14 @@ class DynaAgent:
                 step_metrics.update(self.refit_and_rollout())
             if self.step >= self.policy_start:
                 train_metrics = self.train_policy()
-                if self.step % 250 == 0:
+                if self.step % c.log_every == 0:
                     step_metrics.update(train_metrics)
             if c.eval_every and self.step % c.eval_every == 0:
                 last_eval = self.evaluate()
                 step_metrics.update(last_eval)
             if logger is not None:
                 logger.advance(1)
-                if self.step % 250 == 0:
+                if self.step % c.log_every == 0:
                     elapsed = time.perf_counter() - t_start
                     step_metrics.update(
                         {
