@@ -388,7 +388,7 @@ class DynaAgent:
         """Run until ``config.total_steps`` env steps; returns the last evaluation's metrics."""
         c = self.config
         last_eval: Metrics = {}
-        t_start = time.perf_counter()
+        t_start, start_step = time.perf_counter(), self.step
         while self.step < c.total_steps:
             step_metrics = self._env_step()
             if (
@@ -410,7 +410,7 @@ class DynaAgent:
                     elapsed = time.perf_counter() - t_start
                     step_metrics.update(
                         {
-                            "time/env_steps_per_s": self.step / max(elapsed, 1e-9),
+                            "time/env_steps_per_s": (self.step - start_step) / max(elapsed, 1e-9),
                             "time/model_s": self.model_time_s,
                             "time/rollout_s": self.rollout_time_s,
                             "time/policy_s": self.policy_time_s,
