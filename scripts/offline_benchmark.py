@@ -6,9 +6,15 @@ First make the datasets (about an hour per env on one core at the cpu preset):
     mbrl dataset make --env Hopper-v5 --preset cpu --out-dir data/minari
     mbrl dataset make --env HalfCheetah-v5 --preset cpu --out-dir data/minari
 
+optionally fit each dataset's ensemble once (shared by MOPO and RAVL and by every seed; otherwise every run fits its
+own, up to 10 minutes each at the cpu preset):
+
+    mbrl model train mbrl/hopper/medium-v0 --run-dir models/Hopper-v5-medium --fit.max-time-s 300 \
+        --ensemble.bf16-training --ensemble.no-full-info     # one per <env>-<split>
+
 then
 
-    python scripts/offline_benchmark.py --minari-root data/minari --seeds 0 1 2
+    python scripts/offline_benchmark.py --minari-root data/minari --seeds 0 1 2 [--model-dir models]
     python scripts/offline_benchmark.py --quick      # seconds: tiny generated dataset, a few hundred updates
 
 Finished runs (``OUT/runs/<env>-<split>/<algo>-s<seed>/result.json``) are skipped when the script is re-run.
@@ -40,7 +46,32 @@ def dataset_average(dataset_id: str) -> float:
     return float(normalized_score(float(ds.episode_returns().mean()), *refs))
 
 
-def run_one(algo: str, dataset_id: str, seed: int, preset: str, updates: int | None, eval_every: int | None, run_dir: Path) -> dict[str, Any]:
+def shared_model(model_dir: str | None, name: str, full_info: bool) -> Any:
+    """The ensemble fitted once for this dataset by ``mbrl model train`` (``MODEL_DIR/<env>-<split>``), rebuilt
+    with the ``full_info`` this algorithm needs (MOPO's penalty reads every member); ``None`` if there is none."""
+    if model_dir is None or not (Path(model_dir) / name / "model.pt").is_file():
+        return None
+    from dataclasses import replace
+
+    from mbrl.models.commands import load_model
+    from mbrl.models.ensemble import ProbabilisticEnsemble
+
+    saved = load_model(str(Path(model_dir) / name))
+    model = ProbabilisticEnsemble(saved.obs_dim, saved.action_dim, replace(saved.config, full_info=full_info))
+    model.load_state_dict(saved.state_dict())
+    return model
+
+
+def run_one(
+    algo: str,
+    dataset_id: str,
+    seed: int,
+    preset: str,
+    updates: int | None,
+    eval_every: int | None,
+    run_dir: Path,
+    model: Any = None,
+) -> dict[str, Any]:
     from agents.bc import BCAgent, bc_preset
     from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
     from mbrl.logging import Logger, read_csv
@@ -59,7 +90,8 @@ def run_one(algo: str, dataset_id: str, seed: int, preset: str, updates: int | N
         agent = BCAgent(bc_preset(dataset_id, preset, **loop))  # type: ignore[arg-type]
     else:
         make = ravl_preset if algo == "ravl" else mopo_preset
-        agent = RAVLAgent(make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}))  # type: ignore[arg-type]
+        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()})  # type: ignore[arg-type]
+        agent = RAVLAgent(config, model=model, fit_model=model is None)
     start = time.perf_counter()
     with Logger(run_dir, total=agent.loop.updates, desc=f"{algo} {dataset_id} s{seed}", console_keys=["eval/normalized_score"]) as logger:
         final = agent.learn(logger)
@@ -71,6 +103,7 @@ def run_one(algo: str, dataset_id: str, seed: int, preset: str, updates: int | N
         "eval_steps": log["step"][rows].tolist(), "scores": log["eval/normalized_score"][rows].tolist(),
         "wall_s": time.perf_counter() - start, "train_s": agent.train_time_s,
         "updates_per_s": agent.num_updates / max(agent.train_time_s, 1e-9),
+        "shared_model": model is not None,
     }
     done.write_text(json.dumps(result))
     return result
@@ -130,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minari-root", default=None, help="where `mbrl dataset make --out-dir` wrote")
     parser.add_argument("--namespace", default="mbrl")
     parser.add_argument("--out", default="results/offline")
+    parser.add_argument("--model-dir", default=None, help="ensembles fitted once per <env>-<split> by `mbrl model train`")
     parser.add_argument("--quick", action="store_true", help="tiny generated Hopper dataset, 200 updates")
     args = parser.parse_args(argv)
     import torch
@@ -155,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                 for algo in args.algos:
                     for seed in args.seeds:
                         run_dir = out / "runs" / f"{env_id}-{split}" / f"{algo}-s{seed}"
-                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir)
+                        model = None if algo == "bc" else shared_model(args.model_dir, f"{env_id}-{split}", algo == "mopo")
+                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model)
                         print(f"{dataset_id} {algo} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
                         results.append(r)
     text = table(results, averages)
