@@ -33,6 +33,8 @@ COMMANDS: dict[str, dict[str, str] | str] = {
     "eval": "agents.commands:eval_run",
     "run-demo": "agents.commands:run_demo",
     "plot": "mbrl.logging:plot_command",
+    "sweep": "mbrl.sweep.runner:sweep_command",
+    "report": "mbrl.sweep.report:report_command",
     "model": {
         "train": "mbrl.models.commands:train_model",
         "eval": "mbrl.models.commands:eval_model",
