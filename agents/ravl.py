@@ -15,6 +15,14 @@ MOPO — Yu et al., "MOPO: Model-based Offline Policy Optimization" (NeurIPS 202
 reward of every model transition is penalised by ``penalty_coef * u(s, a)`` where ``u`` is the ensemble's
 ``max_e ||sigma_e(s, a)||`` (``info["uncertainty"]`` of ``ProbabilisticEnsemble`` with ``full_info=True``).
 
+MOREC — Luo et al., "Reward-Consistent Dynamics Models are Strongly Generalizable for Offline RL" (ICLR 2024):
+with ``filter="morec"`` the rollouts go through :class:`~mbrl.models.morec.RewardConsistentFilter` (per step the
+candidate with the highest learned dynamics reward among elites x 2 samples; rollouts stop where that reward is
+below 0.6). The dynamics reward is learned after the ensemble is fitted (``morec.reward``) or loaded from
+``dynamics_reward``. Model chain: ``ensemble -> KnownFunctionsModel(env term_fn) -> filter [-> MOPO penalty]``;
+the env's termination is applied to every candidate inside the chain (so ``rollout`` gets no ``term_fn``, which
+would override the filter's stops).
+
 The edge-of-reach contrast: with the TRUE dynamics (``dynamics="true"``, :class:`TrueDynamicsModel`) the
 uncertainty is zero, MOPO's penalty vanishes and its Q-values explode, while RAVL's critic ensemble still
 penalises the edge-of-reach states. ``scripts/edge_of_reach.py`` runs that experiment.
@@ -23,7 +31,7 @@ penalises the edge-of-reach states. ``scripts/edge_of_reach.py`` runs that exper
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -36,9 +44,12 @@ from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from envs import get_spec
 from mbrl.data import OfflineDataset, ReplayBuffer
 from mbrl.models.contract import require_world_model
+from mbrl.models.dynamics_reward import DynamicsReward, dynamics_reward_preset, train_dynamics_reward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
-from mbrl.models.protocol import WorldModel
+from mbrl.models.morec import MorecConfig, RewardConsistentFilter
+from mbrl.models.protocol import Ensemble, WorldModel
+from mbrl.models.wrappers import KnownFunctionsModel
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.rollouts import rollout
 from mbrl.types import Metrics, ModelStep, TransitionBatch
@@ -62,6 +73,10 @@ class RAVLConfig:
         retain_epochs: the model buffer holds the rollouts of this many epochs.
         real_ratio: fraction of each SAC batch drawn from the dataset.
         clip_obs: clamp predicted observations into the dataset's observation range.
+        filter: ``"none"`` or ``"morec"`` (the reward-consistent filter on the learned ensemble).
+        dynamics_reward: a learned dynamics reward to reuse (``dynamics_reward.pt`` or a directory holding one,
+            e.g. from ``mbrl model train-dynamics-reward``); ``None`` learns one after fitting the ensemble.
+        morec: the filter's settings and how the dynamics reward is learned.
     """
 
     loop: OfflineLoopConfig = field(default_factory=OfflineLoopConfig)
@@ -79,6 +94,9 @@ class RAVLConfig:
     retain_epochs: int = 5
     real_ratio: float = 0.05
     clip_obs: bool = False
+    filter: Literal["none", "morec"] = "none"
+    dynamics_reward: str | None = None
+    morec: MorecConfig = field(default_factory=MorecConfig)
 
     def __post_init__(self) -> None:
         if self.dynamics not in ("learned", "true"):
@@ -97,6 +115,12 @@ class RAVLConfig:
             raise ValueError(
                 "RAVLConfig: the MOPO penalty needs ensemble.full_info=True (info['uncertainty'])"
             )
+        if self.filter not in ("none", "morec"):
+            raise ValueError(f"RAVLConfig: filter must be 'none' or 'morec', got {self.filter!r}")
+        if self.filter == "morec" and self.dynamics == "true":
+            raise ValueError("RAVLConfig: filter='morec' filters a learned ensemble; it needs dynamics='learned'")
+        if self.dynamics_reward is not None and self.filter != "morec":
+            raise ValueError("RAVLConfig: dynamics_reward is only used with filter='morec'")
 
 
 Preset = Literal["paper", "cpu", "quick"]
@@ -130,12 +154,14 @@ def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLC
     sac = SACConfig(num_critics=10, edac_eta=1.0, use_bf16=preset == "cpu")
     if preset == "quick":
         sac = replace(sac, hidden=64, num_critics=4, batch_size=64)
+    morec = MorecConfig(reward=dynamics_reward_preset(preset))
     base = RAVLConfig(
         loop=replace(loop, **loop_kw),
         sac=sac,
         fit=fit_config,
         rollouts_per_epoch=rollouts,
         updates_per_epoch=per_epoch,
+        morec=morec,
         ensemble=EnsembleConfig(num_members=7, num_elites=5, full_info=False)
         if preset != "quick"
         else EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=False),
@@ -263,8 +289,33 @@ class RAVLAgent(OfflineAgent):
         require_world_model(model)  # a model passed in that misses the protocol fails here, by name
         self.base_model: WorldModel = model
         self.fit_model = fit_model
+        self.dynamics_reward: DynamicsReward | None = None
+        rollout_model: WorldModel = model
+        # The env's termination function goes to rollout() unless the filter is on: there it is applied to
+        # every candidate inside the model chain, and a term_fn in rollout() would override the filter's stops.
+        self._term_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = self.spec.term_fn
+        if config.filter == "morec":
+            if not isinstance(model, Ensemble):
+                raise ValueError(
+                    f"RAVLConfig.filter='morec': {type(model).__name__} has no Ensemble capability (elites, "
+                    "predict_members) to draw candidates from"
+                )
+            if config.dynamics_reward is not None:
+                self.dynamics_reward = DynamicsReward.load(config.dynamics_reward)
+                if (self.dynamics_reward.obs_dim, self.dynamics_reward.action_dim) != (self.obs_dim, self.action_dim):
+                    raise ValueError(
+                        f"{config.dynamics_reward}: dynamics reward dims (obs {self.dynamics_reward.obs_dim}, action "
+                        f"{self.dynamics_reward.action_dim}) differ from the dataset's ({self.obs_dim}, {self.action_dim})"
+                    )
+            else:  # learned in _prepare (after the ensemble is fitted); restored from checkpoints on resume
+                self.dynamics_reward = DynamicsReward(self.obs_dim, self.action_dim, config.morec.reward)
+            known = KnownFunctionsModel(model, term_fn=self.spec.term_fn)
+            rollout_model = RewardConsistentFilter.from_config(known, self.dynamics_reward, config.morec)
+            self._term_fn = None
         self.model: WorldModel = (
-            UncertaintyPenalty(model, config.penalty_coef) if config.penalty == "uncertainty" else model
+            UncertaintyPenalty(rollout_model, config.penalty_coef)
+            if config.penalty == "uncertainty"
+            else rollout_model
         )
         capacity = config.rollouts_per_epoch * config.rollout_length * config.retain_epochs
         self.model_buffer = ReplayBuffer(
@@ -277,10 +328,24 @@ class RAVLAgent(OfflineAgent):
 
     # -- model ------------------------------------------------------------------------------------------------
     def _prepare(self) -> Metrics:
-        if not self.fit_model:
-            return {}
-        report = fit(self.base_model, self.dataset, self.config.fit, rng=self.rng)
-        return report.metrics("model/")
+        metrics: Metrics = {}
+        if self.fit_model:
+            report = fit(self.base_model, self.dataset, self.config.fit, rng=self.rng)
+            metrics.update(report.metrics("model/"))
+        if self.config.filter == "morec" and self.config.dynamics_reward is None:
+            assert self.dynamics_reward is not None
+            if not isinstance(self.base_model, ProbabilisticEnsemble):
+                raise ValueError(
+                    f"RAVLConfig.filter='morec': learning the dynamics reward needs the agent's ProbabilisticEnsemble "
+                    f"(got {type(self.base_model).__name__}); pass a learned one with dynamics_reward=PATH"
+                )
+            seed = int(np.random.SeedSequence([self.config.loop.seed, 5]).generate_state(1)[0])
+            learned, history = train_dynamics_reward(
+                self.dataset, self.base_model, self.config.morec.reward, seed=seed
+            )
+            self.dynamics_reward.load_state_dict(learned.state_dict())
+            metrics.update({f"model/{k}": v for k, v in history[-1].items() if k != "iteration"})
+        return metrics
 
     def rollout_epoch(self) -> Metrics:
         """Refill the model buffer with ``rollouts_per_epoch`` k-step rollouts from dataset states."""
@@ -293,7 +358,7 @@ class RAVLAgent(OfflineAgent):
             self.sac.as_policy(deterministic=False),
             start,
             c.rollout_length,
-            term_fn=self.spec.term_fn,
+            term_fn=self._term_fn,
             generator=self.torch_gen,
             clip_obs=self._clip,
         )
@@ -305,6 +370,14 @@ class RAVLAgent(OfflineAgent):
         self.rollout_time_s += time.perf_counter() - t0
         out = stats.metrics("rollout/")
         out["rollout/buffer_size"] = float(len(self.model_buffer))
+        if self.dynamics_reward is not None and len(batch) > 0:
+            # Every transition that ends in terminated = 1 without the env saying so was stopped by the filter.
+            env_term = self.spec.term_fn
+            stopped = batch.terminated > 0
+            if env_term is not None:
+                b = batch.to("cpu")
+                stopped = stopped.cpu() & ~(env_term(b.obs, b.action, b.next_obs) > 0)
+            out["rollout/morec_stopped_fraction"] = float(stopped.float().sum()) / max(stats.n_start, 1)
         out["rollout/time_s"] = self.rollout_time_s
         return out
 
@@ -337,6 +410,7 @@ class RAVLAgent(OfflineAgent):
         return {
             "sac": self.sac.state_dict(),
             "model": dict(self.base_model.state_dict()),
+            "dynamics_reward": self.dynamics_reward.state_dict() if self.dynamics_reward is not None else {},
             "model_buffer": self.model_buffer.state_dict(),
             "rollout": {
                 "torch_gen": self.torch_gen.get_state(),
@@ -349,6 +423,8 @@ class RAVLAgent(OfflineAgent):
         self.sac.load_state_dict(state["sac"])
         if state["model"]:
             self.base_model.load_state_dict(state["model"])
+        if self.dynamics_reward is not None and state.get("dynamics_reward"):
+            self.dynamics_reward.load_state_dict(state["dynamics_reward"])
         self.model_buffer.load_state_dict(state["model_buffer"])
         self.torch_gen.set_state(state["rollout"]["torch_gen"])
         self.rollout_time_s = float(state["rollout"]["time_s"])

@@ -39,6 +39,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "train": "mbrl.models.commands:train_model",
         "eval": "mbrl.models.commands:eval_model",
         "check": "mbrl.models.contract:check_command",
+        "train-dynamics-reward": "mbrl.models.morec_commands:train_dynamics_reward_command",
     },
 }
 

@@ -46,6 +46,14 @@ def _run(agent_cls: Any, config: Any, run_dir: str, resume: bool, desc: str) -> 
     return 0
 
 
+def _check_filter(filter: str, dynamics_reward: str | None) -> None:
+    if dynamics_reward is not None:
+        if filter != "morec":
+            raise ValueError("--dynamics-reward is used by the MOREC filter: add --filter morec")
+        if not Path(dynamics_reward).exists():
+            raise FileNotFoundError(f"{dynamics_reward}: no such dynamics reward file or directory")
+
+
 def _asdict(config: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -60,6 +68,8 @@ def train_ravl(
     resume: bool = False,
     preset: Preset = "cpu",
     dynamics: Literal["learned", "true"] = "learned",
+    filter: Literal["none", "morec"] = "none",
+    dynamics_reward: str | None = None,
     eval_every: int | None = None,
     eval_episodes: int | None = None,
     env_id: str | None = None,
@@ -76,6 +86,9 @@ def train_ravl(
         resume: continue the run in ``run_dir`` from its latest checkpoint.
         preset: budget: ``paper`` (3M updates), ``cpu`` (50k), ``quick`` (smoke test).
         dynamics: ``learned`` ensemble or the ``true`` MuJoCo dynamics.
+        filter: ``morec``: filter rollouts with a learned dynamics reward (MOREC); ``none``: plain rollouts.
+        dynamics_reward: reuse this learned dynamics reward (file or directory from
+            ``mbrl model train-dynamics-reward``) instead of learning one after the model fit.
         eval_every: updates between evaluations and checkpoints.
         eval_episodes: episodes per evaluation.
         env_id: evaluation env (default: the dataset's).
@@ -85,7 +98,11 @@ def train_ravl(
     from agents.ravl import RAVLAgent, ravl_preset
 
     loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
-    config = ravl_preset(dataset, preset, dynamics=dynamics, **{f"loop_{k}": v for k, v in loop.items()})
+    _check_filter(filter, dynamics_reward)
+    config = ravl_preset(
+        dataset, preset, dynamics=dynamics, filter=filter, dynamics_reward=dynamics_reward,
+        **{f"loop_{k}": v for k, v in loop.items()},
+    )
     return _run(RAVLAgent, config, run_dir, resume, "ravl")
 
 
@@ -98,6 +115,8 @@ def train_mopo(
     preset: Preset = "cpu",
     dynamics: Literal["learned", "true"] = "learned",
     penalty_coef: float = 1.0,
+    filter: Literal["none", "morec"] = "none",
+    dynamics_reward: str | None = None,
     eval_every: int | None = None,
     eval_episodes: int | None = None,
     env_id: str | None = None,
@@ -115,6 +134,9 @@ def train_mopo(
         preset: budget: ``paper``, ``cpu``, ``quick``.
         dynamics: ``learned`` ensemble or the ``true`` dynamics (zero uncertainty, so no penalty).
         penalty_coef: lambda of the reward penalty.
+        filter: ``morec``: filter rollouts with a learned dynamics reward (MOREC); the penalty applies to the
+            filtered transitions.
+        dynamics_reward: reuse this learned dynamics reward (file or directory) instead of learning one.
         eval_every: updates between evaluations and checkpoints.
         eval_episodes: episodes per evaluation.
         env_id: evaluation env (default: the dataset's).
@@ -124,8 +146,10 @@ def train_mopo(
     from agents.ravl import RAVLAgent, mopo_preset
 
     loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
+    _check_filter(filter, dynamics_reward)
     config = mopo_preset(
-        dataset, preset, dynamics=dynamics, penalty_coef=penalty_coef, **{f"loop_{k}": v for k, v in loop.items()}
+        dataset, preset, dynamics=dynamics, penalty_coef=penalty_coef, filter=filter,
+        dynamics_reward=dynamics_reward, **{f"loop_{k}": v for k, v in loop.items()},
     )
     return _run(RAVLAgent, config, run_dir, resume, "mopo")
 
