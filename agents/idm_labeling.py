@@ -10,7 +10,16 @@ Action-Free Trajectories", ICML 2023):
 3. train any offline agent (BC, RAVL, MOPO) on the union of true- and proxy-labelled trajectories.
 
 Commands: ``mbrl train idm-label`` (split a labelled source or combine a labelled and an action-free source,
-then steps 1-3) and ``mbrl dataset label`` (step 2 with a trained IDM, writing a labelled dataset).
+then steps 1-3; resumable: the fitted IDM and the labelled union are written once, atomically, and reloaded by
+``--resume``, and the agent continues from its latest checkpoint) and ``mbrl dataset label`` (step 2 with a
+trained IDM, writing a labelled dataset).
+
+The labelled-trajectory rule of the paper's headline setting (abstract: 10 % of the trajectories, from the low
+return regime) is, in the authors' code (facebookresearch/ssorl ``data.py``, ``setup_action_label``;
+``config/config.yaml``: ``action_available_perc: 0.1``, ``action_available_threshold: 0.5``): ``int(0.1 n)``
+trajectories drawn uniformly without replacement from the ``int(0.5 n)`` of lowest return;
+:func:`mbrl.data.splitting.labelled_episode_indices` does the same (rounding ``round``/``ceil`` instead of
+``int``).
 """
 
 from __future__ import annotations
@@ -26,12 +35,13 @@ import tyro
 
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.data.splitting import Selection, split_labelled
-from mbrl.models.inverse_dynamics import IDMConfig, InverseDynamicsModel
+from mbrl.models.inverse_dynamics import IDM_FILE, IDMConfig, InverseDynamicsModel
 from mbrl.models.inverse_dynamics import idm_preset as idm_config
 from mbrl.types import Metrics
 
 AgentName = Literal["bc", "ravl", "mopo"]
 Preset = Literal["paper", "cpu", "quick"]
+UNION_FILE = "labelled_union.npz"
 
 
 @dataclass(frozen=True)
@@ -41,8 +51,8 @@ class IDMLabelConfig:
     Attributes:
         labelled_fraction: fraction of the trajectories that keep their actions (ignored with an action-free
             ``unlabelled`` source given separately).
-        selection: ``"low-return"`` (the paper: drawn from the lowest ``return_quantile`` of returns) or
-            ``"uniform"``.
+        selection: ``"low-return"`` (the paper: drawn uniformly from the lowest ``return_quantile`` of returns)
+            or ``"uniform"``.
         return_quantile: pool of the ``"low-return"`` selection.
         agent: the offline agent trained on the union.
         preset: the agent's budget preset (``agents.bc.bc_preset`` / ``agents.ravl.ravl_preset``).
@@ -73,13 +83,15 @@ def require_actions(dataset: OfflineDataset, who: str) -> None:
 
 
 def fit_idm(
-    labelled: OfflineDataset, config: IDMConfig, seed: int
+    labelled: OfflineDataset, config: IDMConfig, seed: int, unlabelled: OfflineDataset | None = None
 ) -> tuple[InverseDynamicsModel, Metrics]:
-    """Fit an IDM on ``labelled`` (validation split by episode, best checkpoint kept)."""
+    """Fit an IDM on ``labelled`` (validation split by episode, best checkpoint kept); the states of
+    ``unlabelled``, when given, join the input standardisation (as the reference code, which standardises with
+    every trajectory's states)."""
     require_actions(labelled, "fitting an inverse dynamics model")
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 101]).generate_state(1)[0]))
     idm = InverseDynamicsModel.for_dataset(labelled, config, generator=gen)
-    metrics = idm.fit(labelled, np.random.default_rng([seed, 102]))
+    metrics = idm.fit(labelled, np.random.default_rng([seed, 102]), unlabelled=unlabelled)
     return idm, metrics
 
 
@@ -151,16 +163,18 @@ def train_idm_label(
     updates: int | None = None,
     eval_episodes: int | None = None,
     env_id: str | None = None,
+    resume: bool = False,
 ) -> int:
     """Fit an inverse dynamics model on labelled trajectories, label the rest, train an offline agent (SS-ORL).
 
     Writes ``RUN_DIR/idm/idm.pt`` (+ ``metrics.json``), ``RUN_DIR/labelled_union.npz`` and the agent's run in
-    ``RUN_DIR/agent``.
+    ``RUN_DIR/agent``. Each is written once, atomically; ``--resume`` reloads the fitted IDM and the labelled
+    union instead of refitting and relabelling, and continues the agent from its latest checkpoint.
 
     Args:
         dataset: ``.hdf5`` / ``.npz`` / Minari id. With actions: split into labelled / unlabelled; or the
             labelled part when ``--unlabelled`` is given.
-        run_dir: new run directory.
+        run_dir: new run directory (or the one to resume).
         labelled_fraction: fraction of trajectories that keep their actions.
         agent: offline agent trained on the union: bc, ravl or mopo.
         unlabelled: an action-free source (states and rewards only) to label instead of splitting ``dataset``.
@@ -169,34 +183,56 @@ def train_idm_label(
         preset: the agent's budget (paper, cpu, quick).
         idm_preset: the IDM's size and budget (paper, cpu, quick).
         seed: run seed.
-        updates: agent updates (default: the preset's).
-        eval_episodes: evaluation episodes of the agent.
+        updates: agent updates (default: the preset's); may change on ``--resume``.
+        eval_episodes: evaluation episodes of the agent; may change on ``--resume``.
         env_id: evaluation env (default: the dataset's).
+        resume: continue the run in ``run_dir`` (same settings but ``updates`` / ``eval_episodes``).
     """
     from mbrl.data import save_npz
     from mbrl.logging import Logger
-    from mbrl.run import prepare_run_dir, write_json_atomic
+    from mbrl.run import RESUMABLE_FIELDS, prepare_run_dir, write_json_atomic
 
     config = IDMLabelConfig(
         labelled_fraction=labelled_fraction, selection=selection, return_quantile=return_quantile, agent=agent,
         preset=preset, seed=seed, idm=idm_config(idm_preset),
     )
-    source = load_dataset(dataset, env_id=env_id)
-    extra = None if unlabelled is None else load_dataset(unlabelled, env_id=env_id)
-    labelled, free = split_or_combine(source, extra, config)
-    run = prepare_run_dir(run_dir, {"algo": "idm-label", "dataset": dataset, "unlabelled": unlabelled,
-                                    **asdict(config)}, resume=False)
-    idm, idm_metrics = fit_idm(labelled, config.idm, seed)
-    idm.save(run.path / "idm", idm_metrics)
-    write_json_atomic(run.path / "idm" / "metrics.json", idm_metrics)
-    print(f"idm: {len(labelled)} labelled / {len(free)} unlabelled transitions "
-          f"({labelled.n_episodes} / {free.n_episodes} episodes); " +
-          ", ".join(f"{k}={v:.4g}" for k, v in idm_metrics.items()))
-    union = label_union(idm, labelled, free)
-    if env_id is not None:
-        union.env_id = env_id
-    union_path = run.path / "labelled_union.npz"
-    save_npz(union, union_path)
+    split: tuple[OfflineDataset, OfflineDataset] | None = None
+
+    def labelled_and_free() -> tuple[OfflineDataset, OfflineDataset]:
+        nonlocal split
+        if split is None:
+            source = load_dataset(dataset, env_id=env_id)
+            extra = None if unlabelled is None else load_dataset(unlabelled, env_id=env_id)
+            split = split_or_combine(source, extra, config)
+        return split
+
+    if not resume:  # bad input fails before a run directory is created
+        labelled_and_free()
+    run_config = {"algo": "idm-label", "dataset": dataset, "unlabelled": unlabelled, "env_id": env_id,
+                  "updates": updates, "eval_episodes": eval_episodes, **asdict(config)}
+    run = prepare_run_dir(run_dir, run_config, resume=resume,
+                          resumable=RESUMABLE_FIELDS | {"updates", "eval_episodes"})
+    idm_dir, union_path = run.path / "idm", run.path / UNION_FILE
+    if resume and (idm_dir / IDM_FILE).is_file():
+        idm, idm_metrics = InverseDynamicsModel.load_with_metrics(idm_dir)
+        print(f"idm: reusing {idm_dir / IDM_FILE}")
+    else:
+        labelled, free = labelled_and_free()
+        idm, idm_metrics = fit_idm(labelled, config.idm, seed, free)
+        idm.save(idm_dir, idm_metrics)
+        write_json_atomic(idm_dir / "metrics.json", idm_metrics)
+        print(f"idm: {len(labelled)} labelled / {len(free)} unlabelled transitions "
+              f"({labelled.n_episodes} / {free.n_episodes} episodes); " +
+              ", ".join(f"{k}={v:.4g}" for k, v in idm_metrics.items()))
+    if resume and union_path.is_file():
+        union = load_dataset(union_path, env_id=env_id)
+        print(f"labelled union: reusing {union_path}")
+    else:
+        labelled, free = labelled_and_free()
+        union = label_union(idm, labelled, free)
+        if env_id is not None:
+            union.env_id = env_id
+        save_npz(union, union_path)  # atomic (temp file + rename)
     loop: dict[str, Any] = {"seed": seed}
     if updates is not None:
         loop["updates"] = updates
@@ -206,7 +242,12 @@ def train_idm_label(
     # the agent's folder is a run directory of its own: `mbrl eval RUN_DIR/agent` rebuilds it from this config
     (run.path / "agent").mkdir(exist_ok=True)
     write_json_atomic(run.path / "agent" / "config.json", learner.config_dict())
+    start = 0
+    if resume and learner.resume():
+        start = learner.num_updates
+        print(f"agent: resuming at update {start}")
     with Logger(run.path / "agent", total=learner.loop.updates, desc=f"idm-label {agent}",
+                resume_step=start if resume else None,
                 console_keys=["eval/normalized_score", "eval/return_mean"]) as logger:
         final = learner.learn(logger)
     write_json_atomic(run.path / "result.json", {"idm": idm_metrics, "final": final})

@@ -1,34 +1,42 @@
-"""Inverse dynamics model (IDM): ``p(a_t | s_{t-k}, ..., s_t, s_{t+1}, ..., s_{t+k})``.
+"""Inverse dynamics model (IDM): ``p(a_t | s_{t-k}, ..., s_t, s_{t+1}, ..., s_{t+f})``.
 
 Follows SS-ORL (Zheng, Henaff, Amos & Grover, "Semi-Supervised Offline Reinforcement Learning with
-Action-Free Trajectories", ICML 2023): an MLP over a window of ``2k + 1`` consecutive states centred on
-``s_t`` (default ``k = 1``: ``s_{t-1}, s_t, s_{t+1}``) outputs a diagonal Gaussian whose samples are squashed
-by ``tanh`` into the action box; it is trained by maximum likelihood on the labelled trajectories, and the
-proxy label of an unlabelled step is the mean action ``tanh(mu)``.
+Action-Free Trajectories", ICML 2023; arXiv 2210.06518) and its official code (facebookresearch/ssorl): an MLP
+over a window of states, ``k`` past states, ``s_t`` and ``f`` future states (the paper's code: ``k =
+num_past_transitions = 1`` and ``f = 1``, i.e. ``s_{t-1}, s_t, s_{t+1}``), outputs a diagonal Gaussian whose
+samples are squashed by ``tanh`` into the action box; it is trained by maximum likelihood on the labelled
+trajectories with a validation split and best-validation weights, and the proxy label of an unlabelled step is
+the mean action ``tanh(mu)`` (with an ensemble: the average of the members' ``tanh(mu)``).
 
 Windows are built within an episode; at the edges the boundary state is repeated (the window of ``t = 0``
 starts with ``s_0`` repeated ``k`` times, the window of the last step ends with the final next state
 repeated). An episode of ``T`` steps has states ``s_0..s_T`` (``observations`` then the last
-``next_observations``).
+``next_observations``). The reference code pads missing past states with zeros (before standardisation)
+instead, and builds its windows from ``observations`` only, so its last step of an episode has no ``s_{t+1}``;
+repeating the boundary state and using the recorded final ``next_observations`` avoids both.
+
+Members (``num_members > 1``) are one module with stacked weights (:class:`mbrl.nn.EnsembleLinear`): one
+batched matmul per layer for all members, each trained on its own bootstrap of the training rows.
 
 Actions are env units at the boundary (targets, ``predict_action``, ``label``), ``[-1, 1]`` inside.
-Inputs are standardised with statistics of the training states.
+Inputs are standardised with the mean/std of all available states (labelled and, when given, unlabelled: the
+reference code standardises with every trajectory's states; no label is used).
 
-Implements the ``InverseDynamics`` capability (``predict_action(obs, next_obs)``): a window of 2 states, the
-missing past states repeating ``obs`` and the missing future states repeating ``next_obs`` (the same
-edge rule as at an episode's start).
+Implements the ``InverseDynamics`` capability (``predict_action(obs, next_obs)``): the window of a pair alone,
+the missing past states repeating ``obs`` and the missing future states repeating ``next_obs`` (the same edge
+rule as at an episode's start).
 """
 
 from __future__ import annotations
 
-import copy
+import itertools
 import json
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -36,82 +44,137 @@ from torch import Tensor, nn
 
 from mbrl.checkpoint import load_checkpoint, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
+from mbrl.nn import EnsembleLinear
 from mbrl.types import Metrics
 
 IDM_FILE = "idm.pt"
 _EPS = 1e-6
+_CHUNK = 8192
 
 
 @dataclass(frozen=True)
 class IDMConfig:
-    """Hyperparameters of :class:`InverseDynamicsModel` and of its training.
+    """Hyperparameters of :class:`InverseDynamicsModel` and of its training. The defaults are the ``"paper"``
+    preset (see :func:`idm_preset` for where each number comes from).
 
     Attributes:
-        context: ``k``: the window is ``s_{t-k} .. s_{t+k}`` (``2k + 1`` states); ``k >= 1``.
-        hidden: hidden width of the MLP.
+        context: ``k``: past states in the window (``s_{t-k} .. s_{t-1}``); ``k >= 0``.
+        future: ``f``: future states in the window (``s_{t+1} .. s_{t+f}``); ``f >= 1``.
+        hidden: hidden width of the MLP(s).
         depth: number of hidden layers.
-        dropout: dropout after each hidden activation (training only).
+        dropout: dropout after the last hidden activation (training only; the reference code's placement).
+        separate_std_net: two MLPs per member, one for the mean and one for the log std (the reference code);
+            False: one MLP with ``2A`` outputs.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        batch_size: minibatch size.
-        max_epochs: passes over the training rows.
-        patience: stop after this many epochs without a better validation NLL (0: never stop early).
+        batch_size: minibatch size (per member).
+        max_steps: stop after this many gradient steps (``None``: no step limit).
+        max_epochs: stop after this many passes over the training rows (``None``: no epoch limit).
+        val_every: validate after step 1 and every ``val_every`` steps (``None``: after every epoch); the
+            weights with the best validation NLL are kept (per member).
+        patience: stop after this many validations in a row without a better NLL for any member (0: never).
         holdout_fraction: fraction of the labelled episodes held out for validation (checkpoint selection).
         max_time_s: wall-clock budget of ``fit`` (``None``: none).
-        min_log_std: lower clamp of the pre-tanh log standard deviation.
-        max_log_std: upper clamp of the pre-tanh log standard deviation.
+        min_log_std: lower bound of the pre-tanh log standard deviation (``tanh``-rescaled into the bounds).
+        max_log_std: upper bound of the pre-tanh log standard deviation.
+        num_members: ``E`` independently initialised members; the label is the mean of their mean actions.
+        bootstrap: with ``E > 1``, each member trains on its own bootstrap resample of the training rows
+            (False: every member sees all rows, in its own order, as the reference code's ensemble).
         device: ``"cpu"`` or ``"cuda"``.
     """
 
     context: int = 1
+    future: int = 1
     hidden: int = 1024
     depth: int = 2
     dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 100
-    patience: int = 10
+    separate_std_net: bool = True
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    max_steps: int | None = 100
+    max_epochs: int | None = None
+    val_every: int | None = 10
+    patience: int = 0
     holdout_fraction: float = 0.1
     max_time_s: float | None = None
-    min_log_std: float = -10.0
+    min_log_std: float = -5.0
     max_log_std: float = 2.0
+    num_members: int = 1
+    bootstrap: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.context < 1:
-            raise ValueError(f"IDMConfig: context must be >= 1, got {self.context}")
-        if self.hidden < 1 or self.depth < 1 or self.batch_size < 1 or self.max_epochs < 1:
-            raise ValueError("IDMConfig: hidden, depth, batch_size and max_epochs must be >= 1")
-        if not 0.0 <= self.dropout < 1.0 or self.lr <= 0 or self.patience < 0:
-            raise ValueError("IDMConfig: dropout in [0, 1), lr > 0, patience >= 0")
+        if self.context < 0 or self.future < 1:
+            raise ValueError(f"IDMConfig: context must be >= 0 and future >= 1, got {self.context}, {self.future}")
+        if self.hidden < 1 or self.depth < 1 or self.batch_size < 1 or self.num_members < 1:
+            raise ValueError("IDMConfig: hidden, depth, batch_size and num_members must be >= 1")
+        if self.max_steps is None and self.max_epochs is None:
+            raise ValueError("IDMConfig: give max_steps or max_epochs (or both)")
+        if (self.max_steps is not None and self.max_steps < 1) or (self.max_epochs is not None and self.max_epochs < 1):
+            raise ValueError("IDMConfig: max_steps and max_epochs must be >= 1")
+        if self.val_every is not None and self.val_every < 1:
+            raise ValueError(f"IDMConfig: val_every must be >= 1 or None, got {self.val_every}")
+        if not 0.0 <= self.dropout < 1.0 or self.lr <= 0 or self.patience < 0 or self.weight_decay < 0:
+            raise ValueError("IDMConfig: dropout in [0, 1), lr > 0, patience >= 0, weight_decay >= 0")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"IDMConfig: holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if self.min_log_std >= self.max_log_std:
             raise ValueError("IDMConfig: min_log_std must be < max_log_std")
 
+    @property
+    def window(self) -> int:
+        """States per window: ``k + 1 + f``."""
+        return self.context + 1 + self.future
+
 
 def idm_preset(preset: Literal["paper", "cpu", "quick"] = "paper", **overrides: Any) -> IDMConfig:
-    """``"paper"``: SS-ORL's IDM (k=1, 2 x 1024 MLP, dropout 0.1, Adam 1e-3, weight decay 1e-4, batch 256);
-    ``"cpu"``: 2 x 256, at most 50 epochs or 5 minutes; ``"quick"``: 2 x 64, 5 epochs (smoke tests)."""
+    """Named IDM configurations (``overrides`` replace fields last).
+
+    ``"paper"`` (= ``IDMConfig()``): SS-ORL's IDM. The paper's own text (method section and appendix) could not be
+    retrieved while writing this (only its abstract); every number below is from the authors' official code,
+    facebookresearch/ssorl at commit f1e7a16:
+
+    - ``config/config.yaml``, block ``inverse_model``: ``num_past_transitions: 1`` (``context=1``; the input is
+      ``num_past_transitions + 2`` states, so ``future=1``), ``hidden_dims: [1024, 1024]`` (``hidden=1024,
+      depth=2``), ``dropout: 0.1``, ``lr: 0.0001``, ``batch_size: 1024``, ``total_train_iters: 100``
+      (``max_steps=100``), ``validation_perc: 0.1`` (``holdout_fraction``, whole trajectories),
+      ``ensemble_size: 1`` (``num_members=1``), ``spectral_norms: [False, False]`` (none);
+    - ``model/mlp.py`` (``DiagGaussianDistribution``, ``SquashedNormal``): a Gaussian, not a deterministic
+      regressor; separate ReLU MLPs for the mean and the log std (``separate_std_net``), one dropout layer after
+      the last hidden activation, log std = ``tanh`` rescaled into ``[-5, 2]``, orthogonal weights and zero
+      biases, tanh-squashed likelihood;
+    - ``inverse_model_seq.py``: Adam without weight decay (``weight_decay=0``), validation NLL at step 1 and
+      every 10 steps (``val_every=10``), best-validation weights kept, no early stop (``patience=0``); ensemble
+      members train on the same trajectories (``bootstrap=False`` reproduces that) and the label is the mean of
+      the members' ``tanh(mu)``, clipped to the action range.
+
+    Not confirmed: whether the paper's reported runs override these config defaults (the 100-step training
+    length in particular) could not be checked against the paper's text.
+
+    ``"cpu"``: our CPU budget, not the paper's: 2 x 256, Adam 1e-3 (weight decay 1e-4), batch 256, validation
+    every epoch, at most 50 epochs (patience 5) or 5 minutes. ``"quick"``: 2 x 64, 5 epochs (smoke tests).
+    """
     if preset == "paper":
         base = IDMConfig()
     elif preset == "cpu":
-        base = IDMConfig(hidden=256, max_epochs=50, patience=5, max_time_s=300.0)
+        base = IDMConfig(hidden=256, lr=1e-3, weight_decay=1e-4, batch_size=256, max_steps=None, max_epochs=50,
+                         val_every=None, patience=5, max_time_s=300.0)
     elif preset == "quick":
-        base = IDMConfig(hidden=64, max_epochs=5, patience=0, max_time_s=30.0)
+        base = IDMConfig(hidden=64, lr=1e-3, batch_size=256, max_steps=None, max_epochs=5, val_every=None,
+                         patience=0, max_time_s=30.0)
     else:
         raise ValueError(f"idm_preset: unknown preset {preset!r} (paper, cpu, quick)")
     return replace(base, **overrides)
 
 
-def episode_windows(dataset: OfflineDataset, context: int) -> np.ndarray:
-    """``[N, 2k + 1, D]`` state windows of every row, built within episodes (edge states repeated).
+def episode_windows(dataset: OfflineDataset, context: int, future: int = 1) -> np.ndarray:
+    """``[N, k + 1 + f, D]`` state windows of every row, built within episodes (edge states repeated).
 
-    Row ``t`` of an episode with states ``s_0..s_T`` gets ``s_{clip(t + j, 0, T)}`` for ``j = -k..k``.
+    Row ``t`` of an episode with states ``s_0..s_T`` gets ``s_{clip(t + j, 0, T)}`` for ``j = -k..f``.
     """
-    out = np.empty((len(dataset), 2 * context + 1, dataset.obs_dim), dtype=np.float32)
-    offsets = np.arange(-context, context + 1)
+    out = np.empty((len(dataset), context + 1 + future, dataset.obs_dim), dtype=np.float32)
+    offsets = np.arange(-context, future + 1)
     for start, stop in dataset.episode_slices():
         states = np.concatenate([dataset.observations[start:stop], dataset.next_observations[stop - 1 : stop]])
         t = np.arange(stop - start)[:, None]
@@ -119,31 +182,51 @@ def episode_windows(dataset: OfflineDataset, context: int) -> np.ndarray:
     return out
 
 
-def pair_windows(obs: Tensor, next_obs: Tensor, context: int) -> Tensor:
-    """``[B, 2k + 1, D]`` windows from ``(s_t, s_{t+1})`` alone: ``k`` copies of ``obs`` then ``k + 1`` of
-    ``next_obs`` (``s_t`` itself is the ``k+1``-th state), i.e. the edge rule with no other context."""
-    return torch.cat([obs.unsqueeze(1).expand(-1, context + 1, -1), next_obs.unsqueeze(1).expand(-1, context, -1)], 1)
+def pair_windows(obs: Tensor, next_obs: Tensor, context: int, future: int = 1) -> Tensor:
+    """``[B, k + 1 + f, D]`` windows from ``(s_t, s_{t+1})`` alone: ``k + 1`` copies of ``obs`` (``s_t`` is the
+    ``k+1``-th state) then ``f`` of ``next_obs``, i.e. the edge rule with no other context."""
+    return torch.cat([obs.unsqueeze(1).expand(-1, context + 1, -1), next_obs.unsqueeze(1).expand(-1, future, -1)], 1)
 
 
-class _MLP(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, hidden: int, depth: int, dropout: float) -> None:
+class StackedMLP(nn.Module):
+    """``N`` independent ReLU MLPs ``in -> hidden x depth -> out`` as stacked :class:`EnsembleLinear` layers.
+
+    Dropout (independent masks per net) follows the last hidden activation only, as in SS-ORL's ``mlp``; weights
+    are orthogonal and biases zero (the reference code's init), drawn from ``generator``.
+
+    Input ``[B, in]`` (broadcast to every net) or ``[N, B, in]``; output ``[N, B, out]``.
+    """
+
+    def __init__(
+        self, num_nets: int, in_dim: int, out_dim: int, hidden: int, depth: int, dropout: float,
+        *, generator: torch.Generator,
+    ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        d = in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(d, hidden), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            d = hidden
-        layers.append(nn.Linear(d, 2 * out_dim))
-        self.net = nn.Sequential(*layers)
+        widths = [in_dim] + [hidden] * depth
+        self.hidden_layers = nn.ModuleList(
+            EnsembleLinear(num_nets, a, b, generator=generator) for a, b in itertools.pairwise(widths)
+        )
+        self.output_layer = EnsembleLinear(num_nets, hidden, out_dim, generator=generator)
+        self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        with torch.no_grad():
+            for layer in self.layers:
+                for weight in layer.weight:  # [in, out] of one net
+                    nn.init.orthogonal_(weight, generator=generator)
+                layer.bias.zero_()
+
+    @property
+    def layers(self) -> list[EnsembleLinear]:
+        """The hidden layers, then the output layer."""
+        return [*(cast(EnsembleLinear, m) for m in self.hidden_layers), self.output_layer]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        for layer in self.hidden_layers:
+            x = torch.relu(layer(x))
+        return self.output_layer(self.dropout(x))  # type: ignore[no-any-return]
 
 
 def squashed_gaussian_nll(mean: Tensor, log_std: Tensor, target: Tensor) -> Tensor:
-    """``-log p(target)`` per row ``[B]`` of a tanh-squashed diagonal Gaussian; ``target [B, A]`` in ``(-1, 1)``.
+    """``-log p(target)`` per row ``[...]`` of a tanh-squashed diagonal Gaussian; ``target [..., A]`` in ``(-1, 1)``.
 
     ``log p(a) = log N(atanh(a); mean, std) - sum log(1 - a^2)`` (change of variables through tanh).
     """
@@ -155,7 +238,7 @@ def squashed_gaussian_nll(mean: Tensor, log_std: Tensor, target: Tensor) -> Tens
 
 
 class InverseDynamicsModel:
-    """SS-ORL's inverse dynamics model (see the module docstring).
+    """SS-ORL's inverse dynamics model (see the module docstring), optionally an ensemble of ``E`` members.
 
     Args:
         obs_dim: ``D``.
@@ -163,7 +246,8 @@ class InverseDynamicsModel:
         action_low: ``[A]`` finite lower bounds (env units).
         action_high: ``[A]`` finite upper bounds.
         config: hyperparameters.
-        generator: initialisation, dropout-free minibatch order and dropout masks come from it / ``fit``'s rng.
+        generator: initialisation and dropout masks come from it; bootstrap, validation split and minibatch
+            order from ``fit``'s rng.
     """
 
     def __init__(
@@ -188,12 +272,12 @@ class InverseDynamicsModel:
         self.action_low, self.action_high = low, high
         self.scale = torch.as_tensor((high - low) / 2, device=self.device)
         self.bias = torch.as_tensor((high + low) / 2, device=self.device)
-        self.window = 2 * c.context + 1
+        self.num_members = c.num_members
         self.generator = generator
-        with torch.random.fork_rng(devices=[]):
-            # nn.Linear initialises from the global RNG: seed it from our generator inside a forked scope
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            self.net = _MLP(self.window * self.obs_dim, self.action_dim, c.hidden, c.depth, c.dropout)
+        # separate mean / log-std nets: nets [0, E) give the means, [E, 2E) the log stds of members 0..E-1
+        nets = c.num_members * (2 if c.separate_std_net else 1)
+        out = self.action_dim if c.separate_std_net else 2 * self.action_dim
+        self.net = StackedMLP(nets, c.window * self.obs_dim, out, c.hidden, c.depth, c.dropout, generator=generator)
         self.net.to(self.device)
         self.obs_mean = torch.zeros(self.obs_dim, device=self.device)
         self.obs_std = torch.ones(self.obs_dim, device=self.device)
@@ -224,126 +308,186 @@ class InverseDynamicsModel:
 
     # ------------------------------------------------------------------------------------------ forward
     def _dist(self, windows: Tensor) -> tuple[Tensor, Tensor]:
-        x = ((windows - self.obs_mean) / self.obs_std).reshape(windows.shape[0], -1)
-        mean, log_std = self.net(x).chunk(2, dim=-1)
-        return mean, log_std.clamp(self.config.min_log_std, self.config.max_log_std)
+        """Pre-tanh ``(mean, log_std)``, each ``[E, B, A]``, for windows ``[B, W, D]`` (all members) or
+        ``[E, B, W, D]`` (one batch per member)."""
+        x = ((windows - self.obs_mean) / self.obs_std).flatten(-2)
+        e = self.num_members
+        if self.config.separate_std_net:
+            if x.ndim == 3:
+                x = torch.cat([x, x])  # the mean net and the log-std net of member i see the same rows
+            out = self.net(x)
+            mean, raw = out[:e], out[e:]
+        else:
+            mean, raw = self.net(x).chunk(2, dim=-1)
+        lo, hi = self.config.min_log_std, self.config.max_log_std
+        return mean, lo + 0.5 * (hi - lo) * (torch.tanh(raw) + 1.0)
 
     @torch.no_grad()
-    def predict_windows(self, windows: Tensor, chunk: int = 8192) -> Tensor:
-        """Mean action ``[B, A]`` (env units) for state windows ``[B, 2k + 1, D]``."""
+    def predict_windows(self, windows: Tensor, chunk: int = _CHUNK) -> Tensor:
+        """Mean action ``[B, A]`` (env units) for state windows ``[B, k + 1 + f, D]``: the average over members
+        of ``tanh(mu)``, mapped to the action box."""
         self.net.eval()
         outs = []
         for i in range(0, windows.shape[0], chunk):
             mean, _ = self._dist(windows[i : i + chunk].to(self.device, torch.float32))
-            outs.append(torch.tanh(mean) * self.scale + self.bias)
+            outs.append(torch.tanh(mean).mean(0) * self.scale + self.bias)
         return torch.cat(outs) if outs else torch.zeros(0, self.action_dim, device=self.device)
 
     def predict_action(self, obs: Tensor, next_obs: Tensor) -> Tensor:
         """``InverseDynamics`` capability: mean action ``[B, A]`` for ``obs [B, D] -> next_obs [B, D]``."""
-        return self.predict_windows(pair_windows(obs, next_obs, self.config.context))
+        return self.predict_windows(pair_windows(obs, next_obs, self.config.context, self.config.future))
+
+    def windows(self, dataset: OfflineDataset) -> np.ndarray:
+        """``[N, k + 1 + f, D]`` episode windows of ``dataset`` for this model's context."""
+        if dataset.obs_dim != self.obs_dim:
+            raise ValueError(f"{dataset.source}: obs_dim {dataset.obs_dim}, the IDM expects {self.obs_dim}")
+        return episode_windows(dataset, self.config.context, self.config.future)
 
     def label(self, dataset: OfflineDataset) -> np.ndarray:
         """Mean-action proxy labels ``[N, A]`` (env units, float32) of every row, from episode windows."""
-        if dataset.obs_dim != self.obs_dim:
-            raise ValueError(f"{dataset.source}: obs_dim {dataset.obs_dim}, the IDM expects {self.obs_dim}")
-        windows = torch.as_tensor(episode_windows(dataset, self.config.context))
+        windows = torch.as_tensor(self.windows(dataset))
         return self.predict_windows(windows).cpu().numpy().astype(np.float32)
 
     # ------------------------------------------------------------------------------------------ learning
-    def fit_normalizer(self, dataset: OfflineDataset) -> None:
-        """Standardise inputs with the mean/std of ``dataset``'s states."""
-        states = np.concatenate([dataset.observations, dataset.next_observations]).astype(np.float64)
+    def fit_normalizer(self, *datasets: OfflineDataset | None) -> None:
+        """Standardise inputs with the mean/std of the states of ``datasets`` (``None`` entries skipped)."""
+        parts = [s for d in datasets if d is not None for s in (d.observations, d.next_observations)]
+        if not parts:
+            raise ValueError("fit_normalizer: no dataset given")
+        states = np.concatenate(parts).astype(np.float64)
         self.obs_mean = torch.as_tensor(states.mean(0), dtype=torch.float32, device=self.device)
         self.obs_std = torch.as_tensor(np.maximum(states.std(0), 1e-6), dtype=torch.float32, device=self.device)
 
     def update(self, windows: Tensor, actions: Tensor) -> Metrics:
-        """One Adam step on the NLL of ``actions [B, A]`` (env units) given ``windows [B, 2k + 1, D]``."""
+        """One Adam step on the NLL of ``actions`` (env units) given ``windows``.
+
+        ``windows [B, W, D]`` with ``actions [B, A]`` (every member on the same rows) or ``windows [E, B, W, D]``
+        with ``actions [E, B, A]`` (member ``i`` on its own rows). The loss is the sum over members of each
+        member's mean NLL, so members do not share gradients. Returns ``nll`` averaged over members.
+        """
         self.net.train()
         target = (actions.to(self.device) - self.bias) / self.scale
         mean, log_std = self._dist(windows.to(self.device))
-        loss = squashed_gaussian_nll(mean, log_std, target).mean()
+        per_member = squashed_gaussian_nll(mean, log_std, target).mean(-1)  # [E]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        per_member.sum().backward()
         self.optimizer.step()
-        return {"nll": float(loss.detach())}
+        return {"nll": float(per_member.detach().mean())}
 
     @torch.no_grad()
-    def evaluate(self, dataset: OfflineDataset) -> Metrics:
-        """Held-out metrics on a labelled dataset: ``nll`` (per step), ``mse`` (mean action vs recorded, env
-        units, averaged over dims), ``r2`` (mean over dims) and ``r2_<i>`` per action dim."""
-        actions = dataset._require_actions("IDM evaluation")
-        windows = torch.as_tensor(episode_windows(dataset, self.config.context), device=self.device)
-        target_env = torch.as_tensor(actions, device=self.device)
+    def member_nll(self, windows: Tensor, actions: Tensor) -> Tensor:
+        """Per-member mean NLL ``[E]`` of ``actions [B, A]`` (env units) given ``windows [B, W, D]`` (eval mode)."""
         self.net.eval()
-        nlls = []
-        for i in range(0, len(windows), 8192):
-            mean, log_std = self._dist(windows[i : i + 8192])
-            nlls.append(squashed_gaussian_nll(mean, log_std, (target_env[i : i + 8192] - self.bias) / self.scale))
-        pred = self.predict_windows(windows)
-        return {"nll": float(torch.cat(nlls).mean()), **action_errors(pred.cpu().numpy(), actions)}
+        total = torch.zeros(self.num_members, device=self.device)
+        for i in range(0, windows.shape[0], _CHUNK):
+            mean, log_std = self._dist(windows[i : i + _CHUNK].to(self.device))
+            target = (actions[i : i + _CHUNK].to(self.device) - self.bias) / self.scale
+            total += squashed_gaussian_nll(mean, log_std, target).sum(-1)
+        return total / max(windows.shape[0], 1)
 
-    def fit(self, dataset: OfflineDataset, rng: np.random.Generator) -> Metrics:
-        """Train on a labelled dataset with an episode-level validation split; keep the best-validation weights.
+    def evaluate(self, dataset: OfflineDataset) -> Metrics:
+        """Held-out metrics on a labelled dataset: ``nll`` (per step, averaged over members), ``mse`` (label vs
+        recorded action, env units, averaged over dims), ``r2`` (mean over dims) and ``r2_<i>`` per action dim."""
+        actions = dataset._require_actions("IDM evaluation")
+        windows = torch.as_tensor(self.windows(dataset), device=self.device)
+        nll = self.member_nll(windows, torch.as_tensor(actions, device=self.device))
+        pred = self.predict_windows(windows)
+        return {"nll": float(nll.mean()), **action_errors(pred.cpu().numpy(), actions)}
+
+    def fit(
+        self, dataset: OfflineDataset, rng: np.random.Generator, *, unlabelled: OfflineDataset | None = None
+    ) -> Metrics:
+        """Train on a labelled dataset with an episode-level validation split; keep each member's best weights.
 
         Args:
             dataset: labelled episodes (at least 2).
-            rng: draws the validation episodes and the minibatch order.
+            rng: draws the validation episodes, the members' bootstrap samples and the minibatch order.
+            unlabelled: action-free episodes whose states join the input standardisation (optional).
 
         Returns:
-            ``train_nll`` (last epoch), ``val_nll`` / ``val_mse`` / ``val_r2`` of the kept weights, ``best_epoch``,
-            ``epochs``, ``time_s``.
+            ``train_nll`` (mean over the last epoch's steps), ``val_nll`` / ``val_mse`` / ``val_r2`` of the kept
+            weights, ``best_step`` (latest best step over members), ``steps``, ``epochs``, ``time_s``.
         """
         c = self.config
         train, val = dataset.split_by_episode(c.holdout_fraction, rng)
-        self.fit_normalizer(train)
-        windows = torch.as_tensor(episode_windows(train, c.context), device=self.device)
+        self.fit_normalizer(dataset, unlabelled)
+        windows = torch.as_tensor(self.windows(train), device=self.device)
         actions = torch.as_tensor(train._require_actions("IDM training"), device=self.device)
+        val_windows = torch.as_tensor(self.windows(val), device=self.device)
+        val_actions = torch.as_tensor(val._require_actions("IDM validation"), device=self.device)
+        n, e = len(train), self.num_members
+        if e > 1 and c.bootstrap:
+            pools = rng.integers(0, n, size=(e, n))  # member i trains on its own resample of the rows
+        else:
+            pools = np.tile(np.arange(n), (e, 1))
         t0 = time.perf_counter()
         # dropout draws from torch's global RNG: fork it and seed it from our generator (reproducible, and the
         # caller's global RNG state is left untouched)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
-            best_state, best_epoch, epoch, train_nll = self._epochs(train, val, windows, actions, rng, t0)
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+            out = self._train(windows, actions, val_windows, val_actions, pools, rng, t0)
         final = self.evaluate(val)
-        return {
-            "train_nll": train_nll,
-            "val_nll": final["nll"],
-            "val_mse": final["mse"],
-            "val_r2": final["r2"],
-            "best_epoch": float(best_epoch),
-            "epochs": float(epoch),
-            "time_s": time.perf_counter() - t0,
-        }
+        return {"val_nll": final["nll"], "val_mse": final["mse"], "val_r2": final["r2"], **out,
+                "time_s": time.perf_counter() - t0}
 
-    def _epochs(
-        self, train: OfflineDataset, val: OfflineDataset, windows: Tensor, actions: Tensor,
+    def _train(
+        self, windows: Tensor, actions: Tensor, val_windows: Tensor, val_actions: Tensor, pools: np.ndarray,
         rng: np.random.Generator, t0: float,
-    ) -> tuple[dict[str, Any] | None, int, int, float]:
+    ) -> Metrics:
         c = self.config
-        n = len(train)
-        best = math.inf
-        best_state: dict[str, Any] | None = None
-        best_epoch, epoch, stale, train_nll = 0, 0, 0, math.nan
-        for epoch in range(1, c.max_epochs + 1):
-            perm = torch.as_tensor(rng.permutation(n), device=self.device)
-            total = 0.0
-            for i in range(0, n, c.batch_size):
-                rows = perm[i : i + c.batch_size]
-                total += self.update(windows[rows], actions[rows])["nll"] * len(rows)
-            train_nll = total / n
-            val_nll = self.evaluate(val)["nll"]
-            if val_nll < best:
-                best, best_epoch, stale = val_nll, epoch, 0
-                best_state = copy.deepcopy(self.net.state_dict())
-            else:
+        e, n = pools.shape
+        best_nll = torch.full((e,), math.inf, device=self.device)
+        best_step = np.zeros(e, dtype=np.int64)
+        best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        step = epoch = stale = 0
+        validated_at = -1
+        epoch_nll: list[float] = []
+
+        def validate() -> None:
+            nonlocal stale, validated_at
+            validated_at = step
+            nll = self.member_nll(val_windows, val_actions)
+            better = nll < best_nll
+            if not bool(better.any()):
                 stale += 1
-            if (c.patience and stale >= c.patience) or (
-                c.max_time_s is not None and time.perf_counter() - t0 > c.max_time_s
-            ):
-                break
-        return best_state, best_epoch, epoch, train_nll
+                return
+            stale = 0
+            best_nll[better] = nll[better]
+            best_step[better.cpu().numpy()] = step
+            nets = torch.cat([better, better]) if c.separate_std_net else better  # rows of the stacked weights
+            for name, value in self.net.state_dict().items():
+                best_state[name][nets] = value.detach()[nets]
+
+        def out_of_budget() -> bool:
+            return (
+                (c.max_steps is not None and step >= c.max_steps)
+                or (c.patience > 0 and stale >= c.patience)
+                or (c.max_time_s is not None and time.perf_counter() - t0 > c.max_time_s)
+            )
+
+        done = False
+        while not done:
+            epoch += 1
+            # an independent order per member over its own pool of rows
+            order = np.take_along_axis(pools, np.argsort(rng.random((e, n)), axis=1), axis=1)
+            epoch_nll = []
+            for i in range(0, n, c.batch_size):
+                rows = torch.as_tensor(order[:, i : i + c.batch_size], device=self.device)  # [E, b]
+                epoch_nll.append(self.update(windows[rows], actions[rows])["nll"])
+                step += 1
+                if c.val_every is not None and (step == 1 or step % c.val_every == 0):
+                    validate()
+                if out_of_budget():
+                    done = True
+                    break
+            if c.val_every is None and validated_at != step:
+                validate()
+            done = done or out_of_budget() or (c.max_epochs is not None and epoch >= c.max_epochs)
+        if validated_at != step:  # the final weights are always a candidate
+            validate()
+        self.net.load_state_dict(best_state)
+        return {"train_nll": float(np.mean(epoch_nll)), "best_step": float(best_step.max()),
+                "steps": float(step), "epochs": float(epoch)}
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -380,6 +524,11 @@ class InverseDynamicsModel:
         Raises:
             FileNotFoundError: no ``idm.pt``.
         """
+        return cls.load_with_metrics(run_dir)[0]
+
+    @classmethod
+    def load_with_metrics(cls, run_dir: str | Path) -> tuple[InverseDynamicsModel, Metrics]:
+        """:meth:`load`, plus the fit metrics stored with the model (``{}`` when none)."""
         from mbrl.run import config_from_dict
 
         path = Path(run_dir)
@@ -395,7 +544,8 @@ class InverseDynamicsModel:
             config_from_dict(IDMConfig, ckpt.config), generator=torch.Generator().manual_seed(0),
         )
         model.load_state_dict(state)
-        return model
+        metrics = {k: float(v) for k, v in json.loads(str(ckpt.extra.get("metrics", "{}"))).items()}
+        return model, metrics
 
 
 def action_errors(pred: np.ndarray, target: np.ndarray) -> Metrics:

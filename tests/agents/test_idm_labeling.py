@@ -112,3 +112,58 @@ def test_label_union_keeps_true_actions(dataset: OfflineDataset) -> None:
     np.testing.assert_array_equal(union.actions[: len(lab)], lab.actions)  # type: ignore[index]
     assert not union.proxy_actions[: len(lab)].any() and union.proxy_actions[len(lab) :].all()
     np.testing.assert_array_equal(union.actions[len(lab) :], idm.label(free))  # type: ignore[index]
+
+
+def _same(a: object, b: object, where: str = "") -> None:
+    """Recursive equality of checkpoint states (tensors exactly)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def test_idm_label_resume_reuses_the_idm_and_continues_the_agent(
+    dataset: OfflineDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mbrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+
+    src = tmp_path / "hopper.npz"
+    save_npz(dataset, src)
+    base = ["train", "idm-label", "--dataset", str(src), "--labelled-fraction", "0.2", "--agent", "bc",
+            "--preset", "quick", "--idm-preset", "quick", "--eval-episodes", "1"]
+    run = tmp_path / "run"
+    assert cli_main([*base, "--run-dir", str(run), "--updates", "10"]) == 0  # "interrupted" after 10 updates
+    idm_file, union_file = run / "idm" / "idm.pt", run / "labelled_union.npz"
+    stamps = (idm_file.stat().st_mtime_ns, union_file.stat().st_mtime_ns)
+    capsys.readouterr()
+    assert cli_main([*base, "--run-dir", str(run), "--updates", "20", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "idm: reusing" in out and "labelled union: reusing" in out and "agent: resuming at update 10" in out
+    assert (idm_file.stat().st_mtime_ns, union_file.stat().st_mtime_ns) == stamps  # neither refit nor relabelled
+    assert [step for step, _ in list_checkpoints(run / "agent")] == [10, 20]
+    # exact continuation: the same weights and counters as one uninterrupted 20-update run
+    straight = tmp_path / "straight"
+    assert cli_main([*base, "--run-dir", str(straight), "--updates", "20"]) == 0
+    resumed = load_checkpoint(latest_checkpoint(run / "agent")).state  # type: ignore[arg-type]
+    direct = load_checkpoint(latest_checkpoint(straight / "agent")).state  # type: ignore[arg-type]
+    resumed["loop"].pop("train_time_s")
+    direct["loop"].pop("train_time_s")
+    assert resumed["loop"]["num_updates"] == 20
+    _same(resumed, direct)
+    # resuming with a changed setting other than the run length is refused, naming the field
+    capsys.readouterr()
+    assert cli_main([*base, "--run-dir", str(run), "--updates", "20", "--resume", "--seed", "1"]) == 2
+    assert "seed" in capsys.readouterr().err
+    assert idm_file.stat().st_mtime_ns == stamps[0]

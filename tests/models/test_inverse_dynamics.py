@@ -1,10 +1,13 @@
-"""InverseDynamicsModel: windows, exact recovery on a linear system, save/load, capability, determinism."""
+"""InverseDynamicsModel: windows, exact recovery on a linear system, ensembles, step-based training, the paper
+preset, save/load, capability, determinism."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from mbrl.data import OfflineDataset
@@ -13,7 +16,9 @@ from mbrl.models.inverse_dynamics import (
     InverseDynamicsModel,
     action_errors,
     episode_windows,
+    idm_preset,
     pair_windows,
+    squashed_gaussian_nll,
 )
 from mbrl.models.protocol import InverseDynamics
 
@@ -47,6 +52,13 @@ def _model(config: IDMConfig, seed: int = 0) -> InverseDynamicsModel:
                                 generator=torch.Generator().manual_seed(seed))
 
 
+def _epochs(epochs: int, **fields: object) -> IDMConfig:
+    """A small epoch-based config (validation every epoch)."""
+    base = {"hidden": 64, "dropout": 0.0, "lr": 3e-3, "batch_size": 64, "max_steps": None, "max_epochs": epochs,
+            "val_every": None}
+    return IDMConfig(**{**base, **fields})  # type: ignore[arg-type]
+
+
 def test_episode_windows_repeat_edges_within_episodes() -> None:
     ds = linear_system(3, 4, 0)
     w = episode_windows(ds, 1)
@@ -56,9 +68,18 @@ def test_episode_windows_repeat_edges_within_episodes() -> None:
     np.testing.assert_array_equal(w[0, 0], ds.observations[0])  # episode start: s_0 repeated
     np.testing.assert_array_equal(w[4, 0], ds.observations[4])  # second episode: not the first's state
     np.testing.assert_array_equal(w[5, 0], ds.observations[4])  # s_{t-1}
+    # k = 2 past states, f = 1 future state (the reference code's layout): s_{t-2}, s_{t-1}, s_t, s_{t+1}
     w2 = episode_windows(ds, 2)
-    np.testing.assert_array_equal(w2[3, 4], ds.next_observations[3])  # past the end: s_T repeated
-    np.testing.assert_array_equal(w2[2, 4], ds.next_observations[3])  # s_{t+2} = s_4 = last next obs
+    assert w2.shape == (12, 4, OBS_DIM)
+    np.testing.assert_array_equal(w2[3, 0], ds.observations[1])
+    np.testing.assert_array_equal(w2[3, 3], ds.next_observations[3])
+    np.testing.assert_array_equal(w2[1, 0], ds.observations[0])  # before the start: s_0 repeated
+    # f = 2 future states: past the end the final state s_T is repeated
+    wf = episode_windows(ds, 1, 2)
+    assert wf.shape == (12, 4, OBS_DIM)
+    np.testing.assert_array_equal(wf[2, 3], ds.next_observations[3])  # s_{t+2} = s_4 = last next obs
+    np.testing.assert_array_equal(wf[3, 3], ds.next_observations[3])
+    np.testing.assert_array_equal(wf[1, 3], ds.observations[3])
     starts = [0, 4, 8]
     pw = pair_windows(torch.as_tensor(ds.observations[starts]), torch.as_tensor(ds.next_observations[starts]), 1)
     np.testing.assert_array_equal(pw.numpy(), w[starts])  # at an episode start the two rules agree
@@ -70,34 +91,105 @@ def test_episode_windows_repeat_edges_within_episodes() -> None:
 def test_recovers_linear_system_actions_almost_exactly() -> None:
     train = linear_system(40, 50, 0)
     test = linear_system(5, 50, 1)
-    idm = _model(IDMConfig(hidden=64, depth=2, dropout=0.0, lr=3e-3, weight_decay=0.0, max_epochs=60, patience=0,
-                           batch_size=128))
+    idm = _model(_epochs(40))
     before = action_errors(idm.label(test), test.actions)  # type: ignore[arg-type]
     metrics = idm.fit(train, np.random.default_rng(0))
     after = action_errors(idm.label(test), test.actions)  # type: ignore[arg-type]
     assert before["r2"] < 0.5
     assert after["r2_0"] > 0.99 and after["r2_1"] > 0.99, after
     assert after["mse"] < 3e-3, after
-    assert metrics["val_r2"] > 0.99 and 1 <= metrics["best_epoch"] <= metrics["epochs"]
+    assert metrics["val_r2"] > 0.99 and 1 <= metrics["best_step"] <= metrics["steps"]
+    assert metrics["epochs"] == 40 and metrics["steps"] == 40 * int(np.ceil(0.9 * len(train) / 64))
     # the capability: pairs alone suffice for a Markov system
     assert isinstance(idm, InverseDynamics)
     pred = idm.predict_action(torch.as_tensor(test.observations), torch.as_tensor(test.next_observations))
     assert action_errors(pred.numpy(), test.actions)["r2"] > 0.98  # type: ignore[arg-type]
 
 
+def test_ensemble_labels_are_the_members_mean_and_at_least_as_good_as_one_member() -> None:
+    train = linear_system(20, 50, 0)
+    test = linear_system(5, 50, 1)
+    single = _model(_epochs(20))
+    single.fit(train, np.random.default_rng(0))
+    ens = _model(_epochs(20, num_members=5))
+    ens.fit(train, np.random.default_rng(0))
+    err_single = action_errors(single.label(test), test.actions)  # type: ignore[arg-type]
+    err_ens = action_errors(ens.label(test), test.actions)  # type: ignore[arg-type]
+    assert err_ens["r2"] > 0.97 and err_ens["mse"] <= err_single["mse"], (err_ens, err_single)
+    # the label is the mean over members of tanh(mu) (box [-1, 1]: no rescaling), and the members differ
+    windows = torch.as_tensor(episode_windows(test, 1))
+    ens.net.eval()
+    with torch.no_grad():
+        mean, _ = ens._dist(windows)
+    assert mean.shape == (5, len(test), ACT_DIM)
+    members = torch.tanh(mean).numpy()
+    np.testing.assert_allclose(ens.label(test), members.mean(0), atol=1e-6)
+    assert np.abs(members[0] - members[1]).max() > 1e-3
+
+
+def test_member_losses_do_not_share_gradients() -> None:
+    """Member 0's loss moves only member 0's stacked rows (nets 0 and 2: its mean and log-std nets)."""
+    idm = _model(_epochs(1, num_members=2))
+    ds = linear_system(2, 10, 0)
+    mean, log_std = idm._dist(torch.as_tensor(episode_windows(ds, 1)))
+    squashed_gaussian_nll(mean[0], log_std[0], torch.as_tensor(ds.actions)).mean().backward()
+    for name, p in idm.net.named_parameters():
+        assert p.grad is not None
+        assert p.grad[[1, 3]].abs().max() == 0, name
+        assert p.grad[[0, 2]].abs().max() > 0, name
+
+
+def test_step_budget_and_validation_cadence() -> None:
+    ds = linear_system(10, 20, 0)
+    idm = _model(dataclasses.replace(_epochs(1), max_steps=7, max_epochs=None, val_every=3, batch_size=16))
+    metrics = idm.fit(ds, np.random.default_rng(0))
+    # 180 training rows / 16 = 12 steps per epoch: the step limit ends training inside the first epoch
+    assert metrics["steps"] == 7 and metrics["epochs"] == 1
+    assert metrics["best_step"] in (1, 3, 6, 7)  # validated after step 1, every 3 steps, and at the end
+    with pytest.raises(ValueError, match="max_steps or max_epochs"):
+        IDMConfig(max_steps=None, max_epochs=None)
+
+
+def test_paper_preset_matches_the_reference_code() -> None:
+    """Values of facebookresearch/ssorl config/config.yaml and model/mlp.py (see idm_preset's docstring)."""
+    paper = idm_preset("paper")
+    assert paper == IDMConfig()
+    assert (paper.context, paper.future, paper.hidden, paper.depth, paper.dropout) == (1, 1, 1024, 2, 0.1)
+    assert (paper.lr, paper.weight_decay, paper.batch_size, paper.max_steps, paper.val_every) == (1e-4, 0.0, 1024, 100, 10)
+    assert (paper.holdout_fraction, paper.num_members, paper.min_log_std, paper.max_log_std) == (0.1, 1, -5.0, 2.0)
+    assert paper.separate_std_net and paper.patience == 0
+    # the architecture it builds: two 2 x 1024 ReLU nets (mean, log std) over 3 states, orthogonal init
+    idm = _model(paper)
+    layers = idm.net.layers
+    assert [tuple(layer.weight.shape) for layer in layers] == [(2, 3 * OBS_DIM, 1024), (2, 1024, 1024), (2, 1024, ACT_DIM)]
+    w = layers[1].weight[0]
+    torch.testing.assert_close(w.T @ w, torch.eye(1024), atol=1e-4, rtol=0)
+    assert layers[0].bias.abs().max() == 0
+
+
+def test_log_std_stays_in_bounds() -> None:
+    idm = _model(_epochs(1, min_log_std=-5.0, max_log_std=2.0))
+    with torch.no_grad():
+        _, log_std = idm._dist(1e3 * torch.randn(64, 3, OBS_DIM))
+    assert log_std.min() >= -5.0 and log_std.max() <= 2.0 and log_std.max() - log_std.min() > 1.0
+
+
 def test_save_load_same_labels_and_seed_determinism(tmp_path: Path) -> None:
     ds = linear_system(6, 20, 0)
-    cfg = IDMConfig(hidden=32, max_epochs=2, patience=0)
+    cfg = _epochs(2, hidden=32, dropout=0.1, num_members=2)
     a = _model(cfg, 1)
-    a.fit(ds, np.random.default_rng(0))
-    a.save(tmp_path)
-    b = InverseDynamicsModel.load(tmp_path)
+    metrics = a.fit(ds, np.random.default_rng(0))
+    a.save(tmp_path, metrics)
+    b, stored = InverseDynamicsModel.load_with_metrics(tmp_path)
+    assert stored == metrics and b.config == cfg
     np.testing.assert_array_equal(a.label(ds), b.label(ds))
     c = _model(cfg, 1)
-    c.fit(ds, np.random.default_rng(0))  # dropout 0.1 included: same seed, same weights
+    c.fit(ds, np.random.default_rng(0))  # dropout and bootstrap included: same seed, same weights
     np.testing.assert_array_equal(a.label(ds), c.label(ds))
     d = _model(cfg, 2)
     d.fit(ds, np.random.default_rng(0))
     assert not np.array_equal(a.label(ds), d.label(ds))
     labels = a.label(ds)
     assert labels.shape == (len(ds), ACT_DIM) and np.all(np.abs(labels) < 1.0)  # inside the action box
+    with pytest.raises(FileNotFoundError, match="not an IDM run directory"):
+        InverseDynamicsModel.load(tmp_path / "nothing")
