@@ -4,11 +4,13 @@ Zheng, Wang, Xu and Huang, "Is Model Ensemble Necessary? Model-based RL via a Si
 Regularized Value Function" (ICLR 2023): the gap between the Bellman operators induced by a learned and by the
 true dynamics is bounded by the value function's Lipschitz constant times the model error, so the benefit of a
 probabilistic ensemble can be obtained by regularising the critic's Lipschitz constant directly, with a single
-model. The paper's two mechanisms act on the critic only:
+model. The paper's two mechanisms act on the value function only (its abstract: "computing the adversarial
+noise and regularizing the value network's spectral norm"); here they are:
 
 1. spectral normalisation of critic layers (Miyato et al. 2018), which bounds each layer's Lipschitz constant;
 2. adversarial perturbation of the critic's state input inside an epsilon ball (a few projected-gradient
-   steps), with an extra TD loss on the perturbed inputs.
+   steps), with an extra TD loss on the perturbed inputs (the loss form is this toolkit's: the paper's method
+   section was not available, see :class:`LipschitzConfig` for what is and is not from the paper).
 
 Both are options of :class:`mbrl.rl.sac.SACConfig` (``critic_spectral_norm_layers``, ``adv_*``);
 :class:`LipschitzConfig` holds this agent's defaults and writes them into a SAC config. There is no separate
@@ -39,22 +41,34 @@ from mbrl.types import Metrics
 class LipschitzConfig:
     """The critic regulariser of Zheng et al. (ICLR 2023), written into a :class:`SACConfig` by :meth:`apply`.
 
-    Caveat on provenance: the full text of the paper's method section and hyperparameter appendix could not be
-    retrieved while writing this module (only the abstract and project page were available), so the values
-    below follow the paper's description (spectral norm on the value network, a few PGD steps inside a small
-    L-infinity ball on the critic's state input) with common choices for the numbers; they are marked for
-    verification against the paper's appendix.
+    Provenance (checked again for this version): the paper's abstract (ICLR 2023 text copy, OpenReview
+    ``hNyJBk3CwR``, arXiv 2302.01244) and its project page (ruijiezheng.com/project/mbrl_lipschitz) were
+    retrieved; its method section, hyperparameter appendix and code were not. What those sources establish:
+    MBPO is the base algorithm; the regulariser acts on the value function only, through "two practical robust
+    training mechanisms": computing adversarial noise, and regularising the value network's spectral norm;
+    the comparison is a single dynamics model against an ensemble of probabilistic models (the project page:
+    MBPO with a probabilistic ensemble beats a single model and an ensemble of deterministic models).
+
+    Not found in the paper, so every numeric default below is this toolkit's choice, not the paper's, and the
+    README must say so: which critic layers get spectral normalisation, the radius ``epsilon`` and its norm,
+    the number of PGD/FGSM steps and the step size, the loss weight, whether the perturbed loss replaces or adds
+    to the clean one, whether the perturbation hits the current or the next state, whether both mechanisms are
+    used together or one at a time (the abstract calls them two mechanisms; here both are on), and whether the
+    single model is probabilistic or deterministic (:func:`lipschitz_preset` defaults to one probabilistic
+    member, the member type of the ensemble it is compared with; ``deterministic_model=True`` switches).
 
     Attributes:
         spectral_norm_layers: critic layers (``0 .. depth``; ``depth`` = output layer) spectrally normalised.
-            Default: the hidden layers (0, 1) of the 2-hidden-layer critic, leaving the output layer free so the
-            Q scale (returns in the hundreds) is not capped at a 1-Lipschitz map of the features.
+            Default (ours): the hidden layers (0, 1) of the 2-hidden-layer critic, leaving the output layer free
+            so the Q scale (returns in the hundreds) is not capped at a 1-Lipschitz map of the features.
         adv_epsilon: radius of the state perturbation, in observation units (the toolkit's SAC sees raw
-            observations); 0 disables the adversarial term.
-        adv_steps: projected-gradient ascent steps (1 = FGSM).
-        adv_step_size: ascent step; None = ``adv_epsilon`` for one step, ``2.5 * eps / steps`` otherwise.
-        adv_norm: the ball's norm, ``"linf"`` or ``"l2"``.
-        adv_weight: critic loss = ``TD(s) + adv_weight * TD(s + delta)``.
+            observations); 0 disables the adversarial term. Default (ours): 0.01.
+        adv_steps: projected-gradient ascent steps (1 = FGSM). Default (ours): 3.
+        adv_step_size: ascent step; None = ``adv_epsilon`` for one step, ``2.5 * eps / steps`` otherwise (Madry
+            et al.'s PGD rule; ours).
+        adv_norm: the ball's norm, ``"linf"`` or ``"l2"``. Default (ours): L-infinity.
+        adv_weight: critic loss = ``TD(s) + adv_weight * TD(s + delta)`` (added to, not replacing, the clean
+            loss; ours). Default (ours): 1.
     """
 
     spectral_norm_layers: tuple[int, ...] = (0, 1)

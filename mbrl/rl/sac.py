@@ -10,7 +10,9 @@ Follows Haarnoja et al., "Soft Actor-Critic Algorithms and Applications" (2018) 
   critics (subset drawn from the learner's generator), actor on the mean over critics.
 - Lipschitz-regularised critic (Zheng et al., ICLR 2023): spectral normalisation of chosen critic layers and
   adversarial perturbation of the critic's observation input (PGD/FGSM inside an epsilon ball, extra TD loss on
-  the perturbed inputs), plus optional Gaussian input noise.
+  the perturbed inputs), plus optional Gaussian input noise. The paper names the two mechanisms; the loss form
+  and the numbers are this toolkit's (see ``agents.lipschitz.LipschitzConfig`` for the provenance); here every
+  option is off by default.
 - bf16 autocast of the forward passes (matmuls in bf16, fp32 master weights, losses in fp32).
 
 Actions are in ``[-1, 1]`` inside the learner and in env units at its boundary (``act``, ``as_policy`` and the
