@@ -1,7 +1,8 @@
 """SS-ORL experiment: inverse-dynamics labels vs full labels vs only the labelled 10 %.
 
 For each dataset (default: the generated Hopper-v5 and HalfCheetah-v5 ``medium-replay`` splits) and seed:
-keep actions on 10 % of the trajectories drawn from the lowest-return half (Zheng et al., ICML 2023), fit the
+keep actions on 10 % of the trajectories drawn from the lowest-return half (Zheng et al., ICML 2023; or
+uniformly with ``--selection uniform``), fit the
 IDM on them, and report
 
 * the IDM's action error on the held-out trajectories (the other 90 %, whose true actions we know): MSE and R²
@@ -35,7 +36,9 @@ CONDITIONS = ("full", "labelled", "idm")
 LABELS = {"full": "(a) full labels", "labelled": "(b) labelled 10 %", "idm": "(c) 10 % + IDM"}
 
 
-def prepare(dataset_id: str, seed: int, fraction: float, idm_preset: str, out: Path) -> dict[str, Any]:
+def prepare(
+    dataset_id: str, seed: int, fraction: float, idm_preset: str, out: Path, selection: str = "low-return"
+) -> dict[str, Any]:
     """Split, fit the IDM, measure its error on the unlabelled part; returns the three training sets."""
     from agents.idm_labeling import fit_idm, label_union
     from mbrl.data import OfflineDataset, load_dataset
@@ -44,7 +47,9 @@ def prepare(dataset_id: str, seed: int, fraction: float, idm_preset: str, out: P
     from mbrl.models.inverse_dynamics import idm_preset as idm_config
 
     ds = load_dataset(dataset_id)
-    idx = labelled_episode_indices(ds.episode_returns(), fraction, np.random.default_rng([seed, 100]))
+    idx = labelled_episode_indices(
+        ds.episode_returns(), fraction, np.random.default_rng([seed, 100]), selection=selection  # type: ignore[arg-type]
+    )
     rest = np.setdiff1d(np.arange(ds.n_episodes), idx)
     labelled, held = ds.subset_episodes(idx), ds.subset_episodes(rest)
     t0 = time.perf_counter()
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algos", nargs="+", default=["bc", "ravl"], choices=["bc", "ravl", "mopo"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fraction", type=float, default=0.1, help="labelled fraction of trajectories")
+    parser.add_argument("--selection", default="low-return", choices=["low-return", "uniform"],
+                        help="labelled trajectories drawn from the lowest-return half (the paper) or uniformly")
     parser.add_argument("--preset", default="cpu", choices=["paper", "cpu", "quick"], help="agent budget")
     parser.add_argument("--idm-preset", default="cpu", choices=["paper", "cpu", "quick"])
     parser.add_argument("--updates", type=int, default=None, help="override the agents' updates")
@@ -154,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         scores: dict[tuple[str, str, str], list[float]] = {}
         for dataset_id in datasets:
             for seed in args.seeds:
-                prep = prepare(dataset_id, seed, args.fraction, args.idm_preset, out)
+                prep = prepare(dataset_id, seed, args.fraction, args.idm_preset, out, args.selection)
                 info = prep["info"]
                 idm_rows.append(info)
                 h = info["idm_heldout"]
@@ -170,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {algo} {cond}: score {r['score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
     text = tables(idm_rows, scores, notes)
     header = (f"Agent preset {args.preset}, IDM preset {args.idm_preset}, updates {args.updates or 'preset'}, "
-              f"labelled fraction {args.fraction} from the lowest-return half, seeds {args.seeds}.\n\n")
+              f"labelled fraction {args.fraction} "
+              f"{'from the lowest-return half' if args.selection == 'low-return' else 'drawn uniformly'}, "
+              f"seeds {args.seeds}.\n\n")
     (out / "idm_experiment.md").write_text(header + text + "\n")
     (out / "idm_experiment.json").write_text(json.dumps(
         {"idm": idm_rows, "scores": {"|".join(k): v for k, v in scores.items()}}, default=float))
