@@ -152,7 +152,7 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
     if "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
         from mbrl.offline_commands import evaluate_run
 
-        out = evaluate_run(run_dir, episodes)
+        out = evaluate_run(run_dir, episodes, seed=seed)
     else:
         config = config_from_dict(DynaConfig, stored)
         agent = DynaAgent(config)

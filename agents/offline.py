@@ -145,14 +145,15 @@ class OfflineAgent:
         raise NotImplementedError
 
     # -- evaluation -------------------------------------------------------------------------------------------
-    def evaluate(self, episodes: int | None = None) -> Metrics:
+    def evaluate(self, episodes: int | None = None, seed: int | None = None) -> Metrics:
         """Deterministic policy in the real env: ``eval/return_mean``, ``eval/return_std``, ``eval/length_mean``,
-        and ``eval/normalized_score`` (mean over episodes) when reference scores are known."""
+        and ``eval/normalized_score`` (mean over episodes) when reference scores are known. ``seed``: of the
+        first episode (default: the run's seed + a fixed offset, so the in-training evaluations repeat)."""
         result = evaluate_policy(
             self.eval_env,
             lambda o: self.act(o, deterministic=True),
             episodes or self.loop.eval_episodes,
-            seed=self.loop.seed + EVAL_SEED_OFFSET,
+            seed=self.loop.seed + EVAL_SEED_OFFSET if seed is None else seed,
         )
         out = {f"eval/{k}": v for k, v in result.as_dict().items()}
         if self.refs is not None:

@@ -219,15 +219,16 @@ def load_run_agent(run_dir: str | Path) -> Any:
     return agent
 
 
-def evaluate_run(run_dir: str | Path, episodes: int) -> dict[str, float]:
-    """Evaluate the latest checkpoint of an offline run for ``episodes`` episodes (deterministic policy).
+def evaluate_run(run_dir: str | Path, episodes: int, seed: int | None = None) -> dict[str, float]:
+    """Evaluate the latest checkpoint of an offline run for ``episodes`` episodes (deterministic policy), the
+    first episode seeded with ``seed`` (default: as the run's own evaluations).
 
     Returns:
         ``return_mean``, ``return_std``, ``length_mean``, ``episodes``, ``updates``, and ``normalized_score``
         when the dataset (or the run's config, or D4RL's constants) gives reference scores.
     """
     agent = load_run_agent(run_dir)
-    out = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes).items()}
+    out = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes, seed=seed).items()}
     out["updates"] = float(agent.num_updates)
     return out
 

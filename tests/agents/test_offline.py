@@ -222,6 +222,12 @@ def test_cli_train_resume_and_evaluate_run(dataset_file: str, tmp_path: Path, ca
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"return_mean", "return_std", "normalized_score"} <= set(printed)
     assert printed["normalized_score"] == pytest.approx(100 * (printed["return_mean"] - REF_MIN) / (REF_MAX - REF_MIN))
+    # `--seed` reaches offline runs: the CLI with --seed 7 repeats evaluate_run(seed=7) exactly.
+    seeded = evaluate_run(run, episodes=2, seed=7)
+    capsys.readouterr()
+    assert cli_main(["eval", str(run), "--episodes", "2", "--json", "--seed", "7"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["return_mean"] == pytest.approx(seeded["return_mean"], rel=1e-12)
     # A non-empty run dir without --resume is refused with a one-line error.
     capsys.readouterr()
     assert cli_main([*args, "--updates", "20"]) == 2
