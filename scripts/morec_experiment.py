@@ -115,15 +115,28 @@ def get_models(
         print(f"loaded {model!r} and {reward!r} from {model_dir}", flush=True)
         return model, reward, test, {**split, "loaded_from": str(model_dir)}
     quick = args.quick
-    ens_cfg = EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2) if quick else EnsembleConfig()
-    fit_cfg = FitConfig(max_epochs=3, max_time_s=20.0) if quick else FitConfig(max_epochs=args.max_epochs, max_time_s=args.max_fit_time)
-    model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ens_cfg, seed=args.seed)
-    report = fit(model, train, fit_cfg, rng=np.random.default_rng([args.seed, 8]))
-    print(f"fitted {model!r}: {report.epochs} epochs, holdout MSE {report.holdout_mse:.4g}, {report.time_s:.0f} s", flush=True)
-    reward_cfg = dynamics_reward_preset("quick" if quick else "cpu")
-    if args.reward_iterations is not None:
-        from dataclasses import replace
+    fit_summary: dict[str, Any] = {}
+    if (model_dir / MODEL_FILE).is_file() and split_file.is_file():  # an ensemble fitted on this split: reuse it
+        if json.loads(split_file.read_text()) != split:
+            raise SystemExit(f"{model_dir}: fitted on another split; use another --out")
+        model = load_model(str(model_dir))
+        print(f"loaded {model!r} from {model_dir}; learning the dynamics reward", flush=True)
+        fit_summary["ensemble_loaded_from"] = str(model_dir)
+    else:
+        ens_cfg = EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2) if quick else EnsembleConfig()
+        fit_cfg = FitConfig(max_epochs=3, max_time_s=20.0) if quick else FitConfig(max_epochs=args.max_epochs, max_time_s=args.max_fit_time)
+        model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ens_cfg, seed=args.seed)
+        report = fit(model, train, fit_cfg, rng=np.random.default_rng([args.seed, 8]))
+        print(f"fitted {model!r}: {report.epochs} epochs, holdout MSE {report.holdout_mse:.4g}, {report.time_s:.0f} s", flush=True)
+        fit_summary = {"fit_epochs": report.epochs, "fit_holdout_mse": report.holdout_mse, "fit_time_s": report.time_s}
+        model_dir.mkdir(parents=True, exist_ok=True)  # saved now: an interrupted reward training reuses it
+        save_checkpoint(model_dir / MODEL_FILE, config={"model": model_spec(model, args.seed), "dataset": args.dataset},
+                        state={"model": model.state_dict()})
+        split_file.write_text(json.dumps(split))
+    from dataclasses import replace
 
+    reward_cfg = replace(dynamics_reward_preset("quick" if quick else "cpu"), shuffled_negatives=args.shuffled_negatives)
+    if args.reward_iterations is not None:
         reward_cfg = replace(reward_cfg, num_iterations=args.reward_iterations)
 
     def progress(it: int, m: dict[str, float]) -> None:
@@ -131,12 +144,8 @@ def get_models(
               f"fake {m['d_acc_fake']:.3f}", flush=True)
 
     reward, history = train_dynamics_reward(train, model, reward_cfg, seed=args.seed, progress=progress)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model_dir / MODEL_FILE, config={"model": model_spec(model, args.seed), "dataset": args.dataset},
-                    state={"model": model.state_dict()})
     reward.save(model_dir / DYNAMICS_REWARD_FILE)
-    split_file.write_text(json.dumps(split))
-    summary = {**split, "fit_epochs": report.epochs, "fit_holdout_mse": report.holdout_mse, "fit_time_s": report.time_s,
+    summary = {**split, **fit_summary, "shuffled_negatives": args.shuffled_negatives,
                "reward": {k: v for k, v in history[-1].items() if k.startswith("eval_") or k in ("num_snapshots", "time_s")}}
     return model, reward, test, summary
 
@@ -394,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=100, help="ensemble fit epochs cap")
     parser.add_argument("--max-fit-time", type=float, default=600.0, help="ensemble fit time cap (s)")
     parser.add_argument("--reward-iterations", type=int, default=None, help="adversarial iterations (default 5000)")
+    parser.add_argument("--shuffled-negatives", type=float, default=0.0,
+                        help="fraction of the discriminator's negatives that are shuffled-next-state dataset "
+                             "transitions (ours; 0 = the paper's recipe)")
     parser.add_argument("--chunk", type=int, default=2048, help="start states per batched model call")
     parser.add_argument("--scores", action="store_true", help="also train MOPO/RAVL with and without the filter")
     parser.add_argument("--methods", nargs="+", default=["mopo", "ravl"], choices=["mopo", "ravl"])

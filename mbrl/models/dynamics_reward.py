@@ -86,6 +86,11 @@ class DynamicsRewardConfig:
         entropy_coef: weight of the generator's Gaussian entropy bonus (release: 1e-3).
         nll_coef: weight of the generator's Gaussian NLL on dataset transitions (chosen: 1.0; keeps the
             generator a plausible dynamics model while it chases the discriminator; 0 disables it).
+        shuffled_negatives: fraction of each generated batch replaced by dataset transitions whose next state
+            comes from another random row, ``(s, a, s'_j)`` labelled 0 (ours, not in the paper or its release:
+            0.0 is the paper's recipe). With an accurate generator the discriminator only learns fine
+            distinctions near the data and can score far-off next states as real; these negatives teach it to
+            reject them.
         snapshot_every: iterations between discriminator snapshots.
         num_snapshots: the last this many snapshots form the reward (release: 40). At least one is always kept.
         d_clip: each snapshot's probability is clamped to ``[0, d_clip]`` before averaging (release: 0.999
@@ -109,6 +114,7 @@ class DynamicsRewardConfig:
     generator_steps: int = 1
     entropy_coef: float = 1e-3
     nll_coef: float = 1.0
+    shuffled_negatives: float = 0.0
     snapshot_every: int = 100
     num_snapshots: int = 40
     d_clip: float = 0.999
@@ -136,6 +142,10 @@ class DynamicsRewardConfig:
             raise ValueError("DynamicsRewardConfig: discriminator_steps must be >= 1 and generator_steps >= 0")
         if self.entropy_coef < 0 or self.nll_coef < 0:
             raise ValueError("DynamicsRewardConfig: entropy_coef and nll_coef must be >= 0")
+        if not 0.0 <= self.shuffled_negatives < 1.0:
+            raise ValueError(
+                f"DynamicsRewardConfig.shuffled_negatives must be in [0, 1), got {self.shuffled_negatives}"
+            )
         if not 0.0 < self.d_clip <= 1.0:
             raise ValueError(f"DynamicsRewardConfig.d_clip must be in (0, 1], got {self.d_clip}")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -479,7 +489,8 @@ def train_dynamics_reward(
     ``s'`` does not change the next context ``(s, a)``, which is drawn from the data):
 
     1. discriminator: one Adam step on the logistic loss, dataset transitions ``(s, a, s')`` labelled 1,
-       generated ``(s, a, s'~G(s, a))`` labelled 0 (contexts ``(s, a)`` drawn from the data independently);
+       generated ``(s, a, s'~G(s, a))`` labelled 0 (contexts ``(s, a)`` drawn from the data independently;
+       with ``shuffled_negatives > 0`` that fraction of them gets another row's dataset next state instead);
     2. generator: one Adam step on ``-E[r(s, a, s')] - entropy_coef * H + nll_coef * NLL_data`` where
        ``r = -log(1 - D) = softplus(logit)`` is differentiated through the reparameterised Gaussian sample,
        ``H`` is the sampled member's Gaussian entropy and ``NLL_data`` the elites' NLL on dataset transitions;
@@ -545,6 +556,7 @@ def train_dynamics_reward(
     def rows() -> Tensor:
         return torch.from_numpy(rng.integers(0, n, size=config.batch_size)).to(dev)
 
+    num_shuffled = round(config.shuffled_negatives * config.batch_size)
     snapshots: deque[tuple[dict[str, Tensor], float, float]] = deque(maxlen=config.num_snapshots)
     since_snap: dict[str, list[float]] = {"real": [], "fake": []}
     acc: dict[str, list[float]] = {}
@@ -562,6 +574,8 @@ def train_dynamics_reward(
             real_idx, ctx_idx = rows(), rows()
             with torch.no_grad():
                 fake_next, _ = generator.sample(train.obs[ctx_idx], train.action[ctx_idx], gen)
+            if num_shuffled:
+                fake_next[:num_shuffled] = train.next_obs[rows()[:num_shuffled]]
             lr_ = d_logits(train.obs[real_idx], train.action[real_idx], train.next_obs[real_idx])
             lf = d_logits(train.obs[ctx_idx], train.action[ctx_idx], fake_next)
             loss_r, acc_r = _bce_acc(lr_, True)
@@ -572,7 +586,7 @@ def train_dynamics_reward(
             d_opt.step()
             lr_d, lf_d = lr_.detach(), lf.detach()
             since_snap["real"].append(float(lr_d.mean()))
-            since_snap["fake"].append(float(lf_d.mean()))
+            since_snap["fake"].append(float(lf_d[num_shuffled:].mean()))  # calibrate on model samples only
             for key, value in (
                 ("d_loss", float(d_loss.detach())),
                 ("d_acc_real", acc_r),
