@@ -49,7 +49,7 @@ from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.models.morec import MorecConfig, RewardConsistentFilter
 from mbrl.models.protocol import Ensemble, WorldModel
-from mbrl.models.wrappers import KnownFunctionsModel
+from mbrl.models.wrappers import DelegatingModel, KnownFunctionsModel
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.rollouts import rollout
 from mbrl.types import Metrics, ModelStep, TransitionBatch
@@ -191,7 +191,7 @@ def ravl_preset_overrides(base: RAVLConfig, overrides: Mapping[str, Any]) -> RAV
     return replace(base, loop=replace(base.loop, **loop_kw), **rest)
 
 
-class UncertaintyPenalty:
+class UncertaintyPenalty(DelegatingModel):
     """A ``WorldModel`` wrapping another one with MOPO's penalised reward ``r - coef * info["uncertainty"]``.
 
     Args:
@@ -224,17 +224,6 @@ class UncertaintyPenalty:
         info["raw_reward"] = step.reward
         return ModelStep(step.next_obs, step.reward - self.coef * unc.to(step.reward), step.terminated, info)
 
-    def update(self, batch: TransitionBatch) -> Metrics:
-        return self.model.update(batch)
-
-    def evaluate(self, batch: TransitionBatch) -> Metrics:
-        return self.model.evaluate(batch)
-
-    def state_dict(self) -> Mapping[str, Any]:
-        return self.model.state_dict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> Any:
-        return self.model.load_state_dict(state_dict)
 
 
 class RAVLAgent(OfflineAgent):

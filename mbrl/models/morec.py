@@ -22,7 +22,6 @@ Cost: the wrapped model predicts ``N`` rows per transition and the reward runs `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +31,8 @@ from torch import Tensor
 from mbrl.models.contract import require_world_model
 from mbrl.models.dynamics_reward import DynamicsRewardConfig
 from mbrl.models.protocol import Ensemble, WorldModel
-from mbrl.types import Metrics, ModelStep, TransitionBatch
+from mbrl.models.wrappers import DelegatingModel
+from mbrl.types import ModelStep
 
 
 @runtime_checkable
@@ -89,7 +89,7 @@ class Candidates:
         return int(self.score.shape[0])
 
 
-class RewardConsistentFilter:
+class RewardConsistentFilter(DelegatingModel):
     """A ``WorldModel`` keeping, per transition, the candidate with the highest dynamics reward (see the module
     docstring); ``info["dynamics_reward"]`` ``[B]`` holds the chosen candidate's score and
     ``info["morec_stopped"]`` ``[B]`` is 1.0 where the filter, and not the wrapped model, ended the rollout.
@@ -250,17 +250,6 @@ class RewardConsistentFilter:
         )
 
     # ---------------------------------------------------------------------------------------- pass-through
-    def update(self, batch: TransitionBatch) -> Metrics:
-        return self.model.update(batch)
-
-    def evaluate(self, batch: TransitionBatch) -> Metrics:
-        return self.model.evaluate(batch)
-
-    def state_dict(self) -> Mapping[str, Any]:
-        return self.model.state_dict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> Any:
-        return self.model.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
         mode = "argmax" if self.temperature is None else f"softmax(T={self.temperature})"

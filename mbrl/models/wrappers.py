@@ -19,7 +19,26 @@ from mbrl.types import Metrics, ModelStep, TransitionBatch
 TransitionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-class KnownFunctionsModel:
+class DelegatingModel:
+    """Mixin of the models that wrap another ``WorldModel`` in ``self.model`` and change only its predictions:
+    learning, evaluation and the weights are the wrapped model's."""
+
+    model: WorldModel
+
+    def update(self, batch: TransitionBatch) -> Metrics:
+        return self.model.update(batch)
+
+    def evaluate(self, batch: TransitionBatch) -> Metrics:
+        return self.model.evaluate(batch)
+
+    def state_dict(self) -> Mapping[str, Any]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> Any:
+        return self.model.load_state_dict(state_dict)
+
+
+class KnownFunctionsModel(DelegatingModel):
     """``model`` with ``terminated = term_fn(obs, action, next_obs)`` and/or ``reward = reward_fn(...)``.
 
     Everything else (``update``, ``evaluate``, ``state_dict``, ensemble capabilities such as ``elites``,
@@ -94,17 +113,6 @@ class KnownFunctionsModel:
         step = inner(obs, action, members, deterministic=deterministic, generator=generator)
         return self._apply(obs, action, step)
 
-    def update(self, batch: TransitionBatch) -> Metrics:
-        return self.model.update(batch)
-
-    def evaluate(self, batch: TransitionBatch) -> Metrics:
-        return self.model.evaluate(batch)
-
-    def state_dict(self) -> Mapping[str, Any]:
-        return self.model.state_dict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> Any:
-        return self.model.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
         parts = [repr(self.model)]
