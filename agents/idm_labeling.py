@@ -110,10 +110,12 @@ def make_agent(
     run_dir: str | Path | None,
     *,
     dataset_path: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
     **loop: Any,
 ) -> Any:
     """An offline agent of the toolkit on an in-memory dataset (``loop`` overrides ``OfflineLoopConfig`` fields;
-    ``dataset_path``, where ``dataset`` is stored, goes into the agent's config so ``mbrl eval`` can rebuild it)."""
+    ``dataset_path``, where ``dataset`` is stored, goes into the agent's config so ``mbrl eval`` can rebuild it;
+    ``model_overrides`` replace :class:`~agents.ravl.RAVLConfig` fields of RAVL / MOPO, e.g. ``fit``)."""
     require_actions(dataset, f"the {name} agent")
     source = dataset_path if dataset_path is not None else dataset.source
     if name == "bc":
@@ -124,7 +126,7 @@ def make_agent(
         from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
 
         make = ravl_preset if name == "ravl" else mopo_preset
-        config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})
+        config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()}, **(model_overrides or {}))
         return RAVLAgent(config, dataset=dataset, run_dir=run_dir)
     raise ValueError(f"unknown agent {name!r} (bc, ravl, mopo)")
 

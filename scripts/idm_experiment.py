@@ -63,7 +63,9 @@ def prepare(
     return {"info": info, "data": data}
 
 
-def run_agent(algo: str, data: Any, seed: int, preset: str, updates: int | None, run_dir: Path) -> dict[str, Any]:
+def run_agent(
+    algo: str, data: Any, seed: int, preset: str, updates: int | None, run_dir: Path, fit_max_time: float | None = None
+) -> dict[str, Any]:
     from agents.idm_labeling import make_agent
 
     done = run_dir / "result.json"
@@ -74,7 +76,12 @@ def run_agent(algo: str, data: Any, seed: int, preset: str, updates: int | None,
         loop["updates"] = updates
         loop["eval_every"] = 0
     t0 = time.perf_counter()
-    agent = make_agent(algo, data, preset, None, **loop)  # type: ignore[arg-type]
+    model_overrides: dict[str, Any] = {}
+    if fit_max_time is not None and algo != "bc":
+        from mbrl.models.fit import FitConfig
+
+        model_overrides["fit"] = FitConfig(max_epochs=100, max_time_s=fit_max_time)
+    agent = make_agent(algo, data, preset, None, model_overrides=model_overrides, **loop)  # type: ignore[arg-type]
     final = agent.learn()
     result = {"score": float(final.get("eval/normalized_score", float("nan"))),
               "return": float(final["eval/return_mean"]), "wall_s": time.perf_counter() - t0}
@@ -119,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu", choices=["paper", "cpu", "quick"], help="agent budget")
     parser.add_argument("--idm-preset", default="cpu", choices=["paper", "cpu", "quick"])
     parser.add_argument("--updates", type=int, default=None, help="override the agents' updates")
+    parser.add_argument("--fit-max-time", type=float, default=None,
+                        help="cap (s) on each RAVL/MOPO ensemble fit (default: the preset's)")
     parser.add_argument("--minari-root", default=None, help="where `mbrl dataset make --out-dir` wrote")
     parser.add_argument("--namespace", default="mbrl")
     parser.add_argument("--gen-preset", default="quick", choices=["cpu", "quick", "tiny"],
@@ -172,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                     for cond in CONDITIONS:
                         name = dataset_id.replace("/", "_")
                         run_dir = out / "runs" / name / f"{algo}-{cond}-s{seed}"
-                        r = run_agent(algo, prep["data"][cond], seed, args.preset, args.updates, run_dir)
+                        r = run_agent(algo, prep["data"][cond], seed, args.preset, args.updates, run_dir, args.fit_max_time)
                         scores.setdefault((dataset_id, algo, cond), []).append(r["score"])
                         print(f"  {algo} {cond}: score {r['score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
     text = tables(idm_rows, scores, notes)
-    header = (f"Agent preset {args.preset}, IDM preset {args.idm_preset}, updates {args.updates or 'preset'}, "
+    fit_note = f", ensemble fit cap {args.fit_max_time:g} s" if args.fit_max_time is not None else ""
+    header = (f"Agent preset {args.preset}{fit_note}, IDM preset {args.idm_preset}, updates {args.updates or 'preset'}, "
               f"labelled fraction {args.fraction} "
               f"{'from the lowest-return half' if args.selection == 'low-return' else 'drawn uniformly'}, "
               f"seeds {args.seeds}.\n\n")

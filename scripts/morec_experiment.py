@@ -261,6 +261,8 @@ def score_run(
     }
     if args.rollouts_per_epoch is not None:
         overrides["rollouts_per_epoch"] = args.rollouts_per_epoch
+    if not args.quick:  # each score run fits its own ensemble, under the same caps as part 1's
+        overrides["fit"] = FitConfig(max_epochs=args.max_epochs, max_time_s=args.max_fit_time)
     if filt == "morec":
         overrides.update(filter="morec", dynamics_reward=str(reward_path))
     config = make(args.dataset, "quick" if args.quick else args.preset, **overrides)  # type: ignore[arg-type]
@@ -400,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-windows", type=int, default=500, help="held-out start states")
     parser.add_argument("--threshold", type=float, default=0.6)
     parser.add_argument("--samples-per-elite", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=100, help="ensemble fit epochs cap")
-    parser.add_argument("--max-fit-time", type=float, default=600.0, help="ensemble fit time cap (s)")
+    parser.add_argument("--max-epochs", type=int, default=100, help="ensemble fit epochs cap (part 1 and every score run)")
+    parser.add_argument("--max-fit-time", type=float, default=600.0, help="ensemble fit time cap (s) (part 1 and every score run)")
     parser.add_argument("--reward-iterations", type=int, default=None, help="adversarial iterations (default 5000)")
     parser.add_argument("--shuffled-negatives", type=float, default=0.0,
                         help="fraction of the discriminator's negatives that are shuffled-next-state dataset "
