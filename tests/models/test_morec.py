@@ -347,10 +347,11 @@ def test_cli_train_dynamics_reward(hopper: OfflineDataset, tmp_path: Path, capsy
     save_npz(hopper, data)
     run = tmp_path / "run"
     args = ["model", "train-dynamics-reward", "--dataset", str(data), "--run-dir", str(run), "--preset", "quick"]
-    assert cli_main([*args, "--iterations", "100"]) == 0
+    assert cli_main([*args, "--iterations", "100", "--shuffled-negatives", "0.25"]) == 0
     out = capsys.readouterr().out
     assert "dynamics reward 100/100" in out and "accuracy" in out and "saved" in out
     reward = DynamicsReward.load(run)
+    assert reward.config.shuffled_negatives == 0.25
     assert reward.num_snapshots == 5 and (reward.obs_dim, reward.action_dim) == (11, 3)
     log = read_csv(run / "progress.csv")
     for key in ("model/holdout_mse", "model/d_acc_real", "model/d_acc_fake", "model/reward_real_mean",
