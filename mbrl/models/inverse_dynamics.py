@@ -73,6 +73,9 @@ class IDMConfig:
         val_every: validate after step 1 and every ``val_every`` steps (``None``: after every epoch); the
             weights with the best validation NLL are kept (per member).
         patience: stop after this many validations in a row without a better NLL for any member (0: never).
+        min_steps: no early stop (``patience``) before this many gradient steps. On a small labelled set an
+            epoch is a handful of steps and the validation NLL is noisy; without it the CPU preset stopped
+            Hopper's IDM after 48 steps (held-out R² -0.36; 1600 steps: 0.54).
         holdout_fraction: fraction of the labelled episodes held out for validation (checkpoint selection).
         max_time_s: wall-clock budget of ``fit`` (``None``: none).
         min_log_std: lower bound of the pre-tanh log standard deviation (``tanh``-rescaled into the bounds).
@@ -96,6 +99,7 @@ class IDMConfig:
     max_epochs: int | None = None
     val_every: int | None = 10
     patience: int = 0
+    min_steps: int = 0
     holdout_fraction: float = 0.1
     max_time_s: float | None = None
     min_log_std: float = -5.0
@@ -117,6 +121,8 @@ class IDMConfig:
             raise ValueError(f"IDMConfig: val_every must be >= 1 or None, got {self.val_every}")
         if not 0.0 <= self.dropout < 1.0 or self.lr <= 0 or self.patience < 0 or self.weight_decay < 0:
             raise ValueError("IDMConfig: dropout in [0, 1), lr > 0, patience >= 0, weight_decay >= 0")
+        if self.min_steps < 0:
+            raise ValueError(f"IDMConfig.min_steps must be >= 0, got {self.min_steps}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"IDMConfig: holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if self.min_log_std >= self.max_log_std:
@@ -153,13 +159,14 @@ def idm_preset(preset: Literal["paper", "cpu", "quick"] = "paper", **overrides: 
     length in particular) could not be checked against the paper's text.
 
     ``"cpu"``: our CPU budget, not the paper's: 2 x 256, Adam 1e-3 (weight decay 1e-4), batch 256, validation
-    every epoch, at most 50 epochs (patience 5) or 5 minutes. ``"quick"``: 2 x 64, 5 epochs (smoke tests).
+    every epoch, at most 200 epochs (patience 5, not before 2000 steps) or 5 minutes. ``"quick"``: 2 x 64,
+    5 epochs (smoke tests).
     """
     if preset == "paper":
         base = IDMConfig()
     elif preset == "cpu":
-        base = IDMConfig(hidden=256, lr=1e-3, weight_decay=1e-4, batch_size=256, max_steps=None, max_epochs=50,
-                         val_every=None, patience=5, max_time_s=300.0)
+        base = IDMConfig(hidden=256, lr=1e-3, weight_decay=1e-4, batch_size=256, max_steps=None, max_epochs=200,
+                         val_every=None, patience=5, min_steps=2000, max_time_s=300.0)
     elif preset == "quick":
         base = IDMConfig(hidden=64, lr=1e-3, batch_size=256, max_steps=None, max_epochs=5, val_every=None,
                          patience=0, max_time_s=30.0)
@@ -461,7 +468,7 @@ class InverseDynamicsModel:
         def out_of_budget() -> bool:
             return (
                 (c.max_steps is not None and step >= c.max_steps)
-                or (c.patience > 0 and stale >= c.patience)
+                or (c.patience > 0 and stale >= c.patience and step >= c.min_steps)
                 or (c.max_time_s is not None and time.perf_counter() - t0 > c.max_time_s)
             )
 

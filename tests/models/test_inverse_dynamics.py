@@ -193,3 +193,13 @@ def test_save_load_same_labels_and_seed_determinism(tmp_path: Path) -> None:
     assert labels.shape == (len(ds), ACT_DIM) and np.all(np.abs(labels) < 1.0)  # inside the action box
     with pytest.raises(FileNotFoundError, match="not an IDM run directory"):
         InverseDynamicsModel.load(tmp_path / "nothing")
+
+
+def test_min_steps_delays_early_stopping() -> None:
+    ds = linear_system(10, 20, 0)  # 180 training rows / 16 = 12 steps per epoch
+    impatient = _epochs(50, patience=1, lr=100.0, batch_size=16)  # a step size that makes validation worsen
+    assert _model(impatient).fit(ds, np.random.default_rng(0))["steps"] < 100
+    metrics = _model(dataclasses.replace(impatient, min_steps=100)).fit(ds, np.random.default_rng(0))
+    assert metrics["steps"] >= 100 and metrics["epochs"] < 50
+    with pytest.raises(ValueError, match="min_steps"):
+        IDMConfig(min_steps=-1).validate()
