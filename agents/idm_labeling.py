@@ -25,7 +25,7 @@ trajectories drawn uniformly without replacement from the ``int(0.5 n)`` of lowe
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -110,12 +110,12 @@ def make_agent(
     run_dir: str | Path | None,
     *,
     dataset_path: str | None = None,
-    model_overrides: dict[str, Any] | None = None,
+    fit_max_time_s: float | None = None,
     **loop: Any,
 ) -> Any:
     """An offline agent of the toolkit on an in-memory dataset (``loop`` overrides ``OfflineLoopConfig`` fields;
     ``dataset_path``, where ``dataset`` is stored, goes into the agent's config so ``mbrl eval`` can rebuild it;
-    ``model_overrides`` replace :class:`~agents.ravl.RAVLConfig` fields of RAVL / MOPO, e.g. ``fit``)."""
+    ``fit_max_time_s`` caps the RAVL / MOPO ensemble fit of the preset)."""
     require_actions(dataset, f"the {name} agent")
     source = dataset_path if dataset_path is not None else dataset.source
     if name == "bc":
@@ -126,7 +126,9 @@ def make_agent(
         from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
 
         make = ravl_preset if name == "ravl" else mopo_preset
-        config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()}, **(model_overrides or {}))
+        config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})
+        if fit_max_time_s is not None:
+            config = replace(config, fit=replace(config.fit, max_time_s=fit_max_time_s))
         return RAVLAgent(config, dataset=dataset, run_dir=run_dir)
     raise ValueError(f"unknown agent {name!r} (bc, ravl, mopo)")
 

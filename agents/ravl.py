@@ -225,7 +225,6 @@ class UncertaintyPenalty(DelegatingModel):
         return ModelStep(step.next_obs, step.reward - self.coef * unc.to(step.reward), step.terminated, info)
 
 
-
 class RAVLAgent(OfflineAgent):
     """RAVL (or MOPO, per ``config.penalty``) on an offline dataset.
 

@@ -76,12 +76,7 @@ def run_agent(
         loop["updates"] = updates
         loop["eval_every"] = 0
     t0 = time.perf_counter()
-    model_overrides: dict[str, Any] = {}
-    if fit_max_time is not None and algo != "bc":
-        from mbrl.models.fit import FitConfig
-
-        model_overrides["fit"] = FitConfig(max_epochs=100, max_time_s=fit_max_time)
-    agent = make_agent(algo, data, preset, None, model_overrides=model_overrides, **loop)  # type: ignore[arg-type]
+    agent = make_agent(algo, data, preset, None, fit_max_time_s=fit_max_time, **loop)  # type: ignore[arg-type]
     final = agent.learn()
     result = {"score": float(final.get("eval/normalized_score", float("nan"))),
               "return": float(final["eval/return_mean"]), "wall_s": time.perf_counter() - t0}

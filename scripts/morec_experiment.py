@@ -105,11 +105,11 @@ def get_models(
     split = {"dataset": args.dataset, "seed": args.seed, "test_fraction": args.test_fraction,
              "n_train": len(train), "n_test": len(test)}
     split_file = model_dir / "split.json"
+    if split_file.is_file():
+        saved = json.loads(split_file.read_text())
+        if {k: saved.get(k) for k in split} != split:
+            raise SystemExit(f"{model_dir}: fitted on another split {saved} (this run: {split}); use another --out")
     if (model_dir / MODEL_FILE).is_file() and (model_dir / DYNAMICS_REWARD_FILE).is_file():
-        if split_file.is_file():
-            saved = json.loads(split_file.read_text())
-            if {k: saved.get(k) for k in split} != split:
-                raise SystemExit(f"{model_dir}: fitted on another split {saved} (this run: {split}); use another --out")
         model = load_model(str(model_dir))
         reward = DynamicsReward.load(model_dir)
         print(f"loaded {model!r} and {reward!r} from {model_dir}", flush=True)
@@ -117,8 +117,6 @@ def get_models(
     quick = args.quick
     fit_summary: dict[str, Any] = {}
     if (model_dir / MODEL_FILE).is_file() and split_file.is_file():  # an ensemble fitted on this split: reuse it
-        if json.loads(split_file.read_text()) != split:
-            raise SystemExit(f"{model_dir}: fitted on another split; use another --out")
         model = load_model(str(model_dir))
         print(f"loaded {model!r} from {model_dir}; learning the dynamics reward", flush=True)
         fit_summary["ensemble_loaded_from"] = str(model_dir)
