@@ -249,8 +249,6 @@ class RewardConsistentFilter(DelegatingModel):
             info=info,
         )
 
-    # ---------------------------------------------------------------------------------------- pass-through
-
     def __repr__(self) -> str:
         mode = "argmax" if self.temperature is None else f"softmax(T={self.temperature})"
         return (

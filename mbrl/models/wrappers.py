@@ -113,7 +113,6 @@ class KnownFunctionsModel(DelegatingModel):
         step = inner(obs, action, members, deterministic=deterministic, generator=generator)
         return self._apply(obs, action, step)
 
-
     def __repr__(self) -> str:
         parts = [repr(self.model)]
         if self.term_fn is not None:
