@@ -17,6 +17,10 @@ then
     python scripts/offline_benchmark.py --minari-root data/minari --seeds 0 1 2 [--model-dir models]
     python scripts/offline_benchmark.py --quick      # seconds: tiny generated dataset, a few hundred updates
 
+``--filters none morec`` adds MOPO and RAVL with the reward-consistent filter (MOREC) on the same shared ensemble,
+reading a learned dynamics reward from ``DYNAMICS_REWARD_DIR/<env>-<split>/dynamics_reward.pt`` (default: the
+model dir; learn one with ``mbrl model train-dynamics-reward`` or ``scripts/morec_experiment.py``).
+
 Finished runs (``OUT/runs/<env>-<split>/<algo>-s<seed>/result.json``) are skipped when the script is re-run.
 """
 
@@ -32,6 +36,12 @@ from typing import Any
 import numpy as np
 
 ALGOS = ("bc", "mopo", "ravl")
+FILTERS = ("none", "morec")
+
+
+def variant(algo: str, filt: str) -> str:
+    """Run/column name: ``mopo``, or ``mopo+morec`` with the filter."""
+    return algo if filt == "none" else f"{algo}+{filt}"
 
 
 def dataset_average(dataset_id: str) -> float:
@@ -62,6 +72,18 @@ def shared_model(model_dir: str | None, name: str, full_info: bool) -> Any:
     return model
 
 
+def dynamics_reward_file(args: argparse.Namespace, name: str) -> Path | None:
+    """``<dir>/<name>/dynamics_reward.pt`` for the filtered runs; ``None`` (each run learns its own) without a dir."""
+    root = args.dynamics_reward_dir or args.model_dir
+    if root is None:
+        return None
+    path = Path(root) / name / "dynamics_reward.pt"
+    if not path.is_file():
+        raise SystemExit(f"--filters morec: no dynamics reward at {path} (learn one with `mbrl model "
+                         f"train-dynamics-reward --dataset ... --run-dir {path.parent}`)")
+    return path
+
+
 def run_one(
     algo: str,
     dataset_id: str,
@@ -71,7 +93,11 @@ def run_one(
     eval_every: int | None,
     run_dir: Path,
     model: Any = None,
+    filt: str = "none",
+    dynamics_reward: Path | None = None,
 ) -> dict[str, Any]:
+    """One run, skipped if ``run_dir/result.json`` exists. ``filt="morec"`` puts the reward-consistent filter on
+    the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``)."""
     from agents.bc import BCAgent, bc_preset
     from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
     from mbrl.logging import Logger, read_csv
@@ -90,7 +116,10 @@ def run_one(
         agent = BCAgent(bc_preset(dataset_id, preset, **loop))  # type: ignore[arg-type]
     else:
         make = ravl_preset if algo == "ravl" else mopo_preset
-        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()})  # type: ignore[arg-type]
+        extra: dict[str, Any] = {}
+        if filt != "none":
+            extra = {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
+        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
         agent = RAVLAgent(config, model=model, fit_model=model is None)
     start = time.perf_counter()
     with Logger(run_dir, total=agent.loop.updates, desc=f"{algo} {dataset_id} s{seed}", console_keys=["eval/normalized_score"]) as logger:
@@ -98,22 +127,26 @@ def run_one(
     log = read_csv(run_dir / "progress.csv")
     rows = np.isfinite(log["eval/normalized_score"])
     result = {
-        "algo": algo, "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
+        "algo": variant(algo, filt), "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
         "final_score": final["eval/normalized_score"], "final_return": final["eval/return_mean"],
         "eval_steps": log["step"][rows].tolist(), "scores": log["eval/normalized_score"][rows].tolist(),
         "wall_s": time.perf_counter() - start, "train_s": agent.train_time_s,
         "updates_per_s": agent.num_updates / max(agent.train_time_s, 1e-9),
         "shared_model": model is not None,
     }
+    if filt != "none":
+        result["rollout_stopped_fraction"] = agent.last_rollout.get("rollout/morec_stopped_fraction", float("nan"))
     done.write_text(json.dumps(result))
     return result
 
 
 def table(results: list[dict[str, Any]], averages: dict[str, float]) -> str:
-    lines = ["| dataset | dataset avg | BC | MOPO | RAVL |", "|---|---|---|---|---|"]
+    present = {r["algo"] for r in results}
+    columns = [v for a in ALGOS for f in FILTERS if (v := variant(a, f)) in present or f == "none"]
+    lines = ["| dataset | dataset avg | " + " | ".join(c.upper() for c in columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for dataset_id, avg in averages.items():
         cells = []
-        for algo in ALGOS:
+        for algo in columns:
             s = np.array([r["final_score"] for r in results if r["dataset"] == dataset_id and r["algo"] == algo])
             cells.append(f"{s.mean():.1f} ± {s.std():.1f} (n={len(s)})" if len(s) else "–")
         lines.append(f"| {dataset_id} | {avg:.1f} | " + " | ".join(cells) + " |")
@@ -136,9 +169,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     datasets = sorted({r["dataset"] for r in results})
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.5), squeeze=False)
-    colors = {"bc": "tab:gray", "mopo": "tab:blue", "ravl": "tab:green"}
+    colors = {"bc": "tab:gray", "mopo": "tab:blue", "ravl": "tab:green", "mopo+morec": "tab:purple", "ravl+morec": "tab:olive"}
     for ax, dataset_id in zip(axes[0], datasets):
-        for algo in ALGOS:
+        for algo in colors:
             runs = [r for r in results if r["dataset"] == dataset_id and r["algo"] == algo]
             for i, r in enumerate(runs):
                 ax.plot(r["eval_steps"], r["scores"], color=colors[algo], alpha=0.7, label=algo.upper() if i == 0 else None)
@@ -164,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="mbrl")
     parser.add_argument("--out", default="results/offline")
     parser.add_argument("--model-dir", default=None, help="ensembles fitted once per <env>-<split> by `mbrl model train`")
+    parser.add_argument("--filters", nargs="+", default=["none"], choices=list(FILTERS),
+                        help="'morec' adds MOPO/RAVL with the reward-consistent filter (BC has no model: skipped)")
+    parser.add_argument("--dynamics-reward-dir", default=None,
+                        help="holds <env>-<split>/dynamics_reward.pt for --filters morec (default: --model-dir)")
     parser.add_argument("--quick", action="store_true", help="tiny generated Hopper dataset, 200 updates")
     args = parser.parse_args(argv)
     import torch
@@ -172,10 +209,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.envs, args.preset, args.updates, args.eval_every, args.seeds = ["Hopper-v5"], "quick", 200, 100, [0]
         args.minari_root, args.namespace = str(out / "minari"), "quick"
+    # fail before any run, not after hours of them
+    names = [f"{e}-{s}" for e in args.envs for s in args.splits]
+    rewards = {n: dynamics_reward_file(args, n) for n in names} if "morec" in args.filters else {}
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
         config = dataset_preset("Hopper-v5", "tiny", sac_steps=1000, split_size=1000, namespace="quick")
         make_datasets(config, out / "work", out_dir=args.minari_root, splits=tuple(args.splits))
     results: list[dict[str, Any]] = []
@@ -186,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                 gen = dataset_preset(env_id, "tiny", namespace=args.namespace)
                 dataset_id = minari_id(gen, split)
                 averages[dataset_id] = dataset_average(dataset_id)
-                for algo in args.algos:
+                for algo, filt in [(a, f) for a in args.algos for f in args.filters if a != "bc" or f == "none"]:
+                    reward = None if filt == "none" else rewards[f"{env_id}-{split}"]
                     for seed in args.seeds:
-                        run_dir = out / "runs" / f"{env_id}-{split}" / f"{algo}-s{seed}"
+                        run_dir = out / "runs" / f"{env_id}-{split}" / f"{variant(algo, filt)}-s{seed}"
                         model = None if algo == "bc" else shared_model(args.model_dir, f"{env_id}-{split}", algo == "mopo")
-                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model)
-                        print(f"{dataset_id} {algo} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
+                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model, filt, reward)
+                        print(f"{dataset_id} {r['algo']} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
                         results.append(r)
     text = table(results, averages)
     (out / "offline_benchmark.md").write_text(

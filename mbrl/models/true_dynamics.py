@@ -1,4 +1,5 @@
-"""The MuJoCo simulator itself as a :class:`~mbrl.models.protocol.WorldModel` (HalfCheetah, Hopper, Walker2d v5).
+"""The MuJoCo simulator itself as a :class:`~mbrl.models.protocol.WorldModel` (HalfCheetah, Hopper, Walker2d,
+InvertedDoublePendulum v5).
 
 Used as the reference "perfect model": the edge-of-reach experiment (Sims et al., 2024, "The Edge-of-Reach
 Problem in Offline Model-Based RL") trains on rollouts of the true dynamics, and rollout error of learned models
@@ -18,6 +19,10 @@ Where the reconstruction is exact and where it is not:
   is approximate for that row. ``info["approximate"]`` flags those rows. HalfCheetah-v5 does not clip:
   exact for every row. Under uniformly random actions Walker2d's joints exceed 10 rad/s often (most rows);
   Hopper's almost never.
+- InvertedDoublePendulum-v5 observes the cart position, sin and cos of both hinge angles (the angles are
+  recovered with ``atan2``), the velocities clipped to ±10 (rows at the clip are flagged ``approximate``) and one
+  constraint force, which is recomputed by the step rather than read. Reward and termination (tip height ≤ 1)
+  are the env's own, from the tip site after the step.
 - The constraint solver's warm start (``qacc_warmstart``, from the previous step in the real env) is reset
   to zero for every row, so predictions do not depend on call history; its effect is below 1e-13.
 """
@@ -36,12 +41,14 @@ from torch import Tensor
 from envs.registry import get_spec, make_env
 from mbrl.types import Metrics, ModelStep, TransitionBatch
 
-SUPPORTED = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
-_CLIPPED_VELOCITY_ENVS = {"Hopper-v5": 10.0, "Walker2d-v5": 10.0}
+SUPPORTED = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "InvertedDoublePendulum-v5")
+_CLIPPED_VELOCITY_ENVS = {"Hopper-v5": 10.0, "Walker2d-v5": 10.0, "InvertedDoublePendulum-v5": 10.0}
+_PENDULUM = "InvertedDoublePendulum-v5"
 
 
 class TrueDynamicsModel:
-    """Exact MuJoCo dynamics for HalfCheetah-v5, Hopper-v5 and Walker2d-v5 (default constructor arguments).
+    """Exact MuJoCo dynamics for HalfCheetah-v5, Hopper-v5, Walker2d-v5 and InvertedDoublePendulum-v5 (default
+    constructor arguments).
 
     ``predict`` returns the env's next observation, reward and ``terminated`` for each row, in the dtype of
     ``obs`` (float32 in the toolkit; pass float64 for bit-level agreement with the env). ``info`` holds
@@ -51,7 +58,7 @@ class TrueDynamicsModel:
     ``state_dict`` is empty. ``deterministic`` and ``generator`` are ignored (the model is exact).
 
     Args:
-        env_id: one of ``"HalfCheetah-v5"``, ``"Hopper-v5"``, ``"Walker2d-v5"``.
+        env_id: one of :data:`SUPPORTED`.
         x_position: the torso x position assumed before each step (unobserved; irrelevant to the dynamics).
     """
 
@@ -79,6 +86,10 @@ class TrueDynamicsModel:
         self._ctrl_low = self._model.actuator_ctrlrange[:, 0].copy()
         self._ctrl_high = self._model.actuator_ctrlrange[:, 1].copy()
         self._velocity_clip = _CLIPPED_VELOCITY_ENVS.get(env_id)
+        # Observation columns holding (clipped) velocities: after qpos[1:] for the locomotion envs; after
+        # x, sin, cos for the pendulum (its last column is a constraint force).
+        nv = int(self._model.nv)
+        self._velocity_cols = slice(1 + 2 * (self._nq - 1), 1 + 2 * (self._nq - 1) + nv) if env_id == _PENDULUM else slice(self._nq - 1, None)
         self._has_health = hasattr(type(env), "is_healthy")
         self._bad_warnings = (
             int(mujoco.mjtWarning.mjWARN_BADQPOS),
@@ -90,9 +101,15 @@ class TrueDynamicsModel:
         """One env step from the state rebuilt from ``obs``; ``None`` if MuJoCo reports instability."""
         m, d, env = self._model, self._data, self._env
         mujoco.mj_resetData(m, d)  # zero warm start, time, warnings: the prediction depends only on the row
-        d.qpos[0] = self.x_position
-        d.qpos[1:] = obs[: self._nq - 1]
-        d.qvel[:] = obs[self._nq - 1 :]
+        if self.env_id == _PENDULUM:
+            k = self._nq - 1  # hinge angles
+            d.qpos[0] = obs[0]
+            d.qpos[1:] = np.arctan2(obs[1 : 1 + k], obs[1 + k : 1 + 2 * k])
+            d.qvel[:] = obs[self._velocity_cols]
+        else:
+            d.qpos[0] = self.x_position
+            d.qpos[1:] = obs[: self._nq - 1]
+            d.qvel[:] = obs[self._nq - 1 :]
         # The XMLs declare ctrllimited actuators, so MuJoCo clamps ctrl to ctrlrange itself; clipping here is
         # the same thing made explicit. The env's control cost uses the action as given (unclipped), as below.
         d.ctrl[:] = np.clip(action, self._ctrl_low, self._ctrl_high)
@@ -100,6 +117,11 @@ class TrueDynamicsModel:
         mujoco.mj_rnePostConstraint(m, d)  # as MujocoEnv._step_mujoco_simulation does
         if any(d.warning[w].number > 0 for w in self._bad_warnings):
             return None  # MuJoCo reset the state after a blow-up: the step has no meaningful result
+        if self.env_id == _PENDULUM:
+            x, _, y = d.site_xpos[0]
+            tip_down = bool(y <= 1)
+            reward, _ = env._get_rew(x, y, tip_down)
+            return np.asarray(env._get_obs(), dtype=np.float64), float(reward), tip_down
         x_velocity = (d.qpos[0] - self.x_position) / self._dt
         next_obs = np.asarray(env._get_obs(), dtype=np.float64)
         reward, _ = env._get_rew(x_velocity, action)
@@ -148,7 +170,7 @@ class TrueDynamicsModel:
                 next_obs[i], reward[i], terminated[i] = result
         approximate = np.zeros(n)
         if self._velocity_clip is not None:
-            approximate = (np.abs(o[:, self._nq - 1 :]) >= self._velocity_clip).any(axis=1).astype(np.float64)
+            approximate = (np.abs(o[:, self._velocity_cols]) >= self._velocity_clip).any(axis=1).astype(np.float64)
 
         dtype = obs.dtype if obs.is_floating_point() else torch.float32
 

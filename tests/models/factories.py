@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from mbrl.models.dynamics_reward import DynamicsReward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.hypernet import HyperNetworkModel, MLPDynamicsModel
 from mbrl.models.losse import LosseConfig, LosseModel
+from mbrl.models.morec import RewardConsistentFilter
 from mbrl.models.protocol import WorldModel
 from mbrl.models.true_dynamics import TrueDynamicsModel
 from mbrl.models.wrappers import KnownFunctionsModel
@@ -71,6 +73,17 @@ MODEL_CASES: list[ModelCase] = [
     ModelCase(
         "known-functions-ensemble",
         lambda: KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), "Hopper-v5"),
+        stochastic=True,
+        batch=_hopper_batch,
+    ),
+    # MOREC's filter on the same chain RAVL/MOPO build (an untrained dynamics reward: the contract, not its quality;
+    # tests/models/test_morec.py checks it with a learned one and runs RAVL, MOPO and Dyna on it).
+    ModelCase(
+        "morec-filtered-ensemble",
+        lambda: RewardConsistentFilter(
+            KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), "Hopper-v5"),
+            DynamicsReward(11, 3, seed=0),
+        ),
         stochastic=True,
         batch=_hopper_batch,
     ),

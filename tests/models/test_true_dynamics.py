@@ -12,22 +12,24 @@ from mbrl.models.true_dynamics import TrueDynamicsModel
 from mbrl.types import TransitionBatch
 from tests.envs.rollout_data import collect
 
-ENVS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
+ENVS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "InvertedDoublePendulum-v5"]
 STEPS = 400
-VELOCITY_START = {"HalfCheetah-v5": 8, "Hopper-v5": 5, "Walker2d-v5": 8}  # obs index of qvel[0]
+# obs columns of the velocities (clipped at ±10 except in HalfCheetah); the pendulum's last column is a force
+VELOCITY_COLS = {"Hopper-v5": slice(5, None), "Walker2d-v5": slice(8, None), "InvertedDoublePendulum-v5": slice(5, 8)}
 
 
 def _clipped_rows(env_id: str, obs: torch.Tensor) -> torch.Tensor:
-    """Rows whose observation shows a velocity at the ±10 clip (Hopper/Walker2d; HalfCheetah does not clip)."""
+    """Rows whose observation shows a velocity at the ±10 clip (HalfCheetah does not clip)."""
     if env_id == "HalfCheetah-v5":
         return torch.zeros(len(obs), dtype=torch.bool)
-    return (obs[:, VELOCITY_START[env_id] :].abs() >= 10).any(dim=1)
+    return (obs[:, VELOCITY_COLS[env_id]].abs() >= 10).any(dim=1)
 
 
 # Walker2d's legs spin past 10 rad/s on ~80 % of steps under full-range random actions, so its main check
 # uses actions scaled by 0.2 (clipped rows ~2 %); test_walker2d_full_range_actions covers the full range.
 @pytest.mark.parametrize(
-    ("env_id", "action_scale"), [("HalfCheetah-v5", 1.0), ("Hopper-v5", 1.0), ("Walker2d-v5", 0.2)]
+    ("env_id", "action_scale"),
+    [("HalfCheetah-v5", 1.0), ("Hopper-v5", 1.0), ("Walker2d-v5", 0.2), ("InvertedDoublePendulum-v5", 1.0)],
 )
 def test_predictions_equal_real_env(env_id: str, action_scale: float) -> None:
     data = collect(env_id, STEPS, seed=1, action_scale=action_scale)  # random actions, resets included

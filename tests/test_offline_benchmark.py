@@ -1,0 +1,36 @@
+"""scripts/offline_benchmark.py --quick with the MOREC filter: filtered MOPO runs beside the plain ones, on the same
+tiny generated dataset, and a missing dynamics reward is named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "offline_benchmark.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_quick_benchmark_with_and_without_the_filter(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = _run("--quick", "--algos", "mopo", "--splits", "medium", "--filters", "none", "morec", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "offline_benchmark.json").read_text())["results"]
+    by_algo = {r["algo"]: r for r in results}
+    assert set(by_algo) == {"mopo", "mopo+morec"}
+    assert 0.0 <= by_algo["mopo+morec"]["rollout_stopped_fraction"] <= 1.0
+    assert "rollout_stopped_fraction" not in by_algo["mopo"]
+    assert (out / "runs" / "Hopper-v5-medium" / "mopo+morec-s0" / "result.json").is_file()
+    table = (out / "offline_benchmark.md").read_text()
+    assert "| MOPO | MOPO+MOREC |" in table
+
+
+def test_filter_without_a_dynamics_reward_file_is_named(tmp_path: Path) -> None:
+    proc = _run("--quick", "--algos", "mopo", "--splits", "medium", "--filters", "morec",
+                "--dynamics-reward-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bench"))
+    assert proc.returncode != 0
+    assert "no dynamics reward at" in proc.stderr and "dynamics_reward.pt" in proc.stderr
