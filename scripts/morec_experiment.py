@@ -26,7 +26,9 @@ variants use the same seed.
 
 Part 2 (``--scores``): MOPO and RAVL with and without the filter (``--filter-variants``), ``--updates`` updates
 x ``--seeds``, each run's final normalized score; the filtered runs reuse the learned dynamics reward (each run
-fits its own ensemble, as the agents always do). Table of mean ± std over seeds.
+fits its own ensemble, as the agents always do). Table of mean ± std over seeds. To compare the filter on and off
+on ONE shared ensemble per dataset (the README's score table; no fit per run), copy ``model/dynamics_reward.pt``
+next to that ensemble and run ``scripts/offline_benchmark.py --model-dir models --filters none morec``.
 
 Outputs in ``--out`` (default ``results/morec/<dataset tag>``): ``morec.json`` (rewritten after every finished
 part; a rerun skips parts and score runs already in it, so an interrupted run resumes), ``morec.md``,
