@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"])
     parser.add_argument("--algos", nargs="+", default=["bc", "ravl"], choices=["bc", "ravl", "mopo"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS),
+                        help="which training sets to run: (a) full, (b) labelled, (c) idm")
     parser.add_argument("--fraction", type=float, default=0.1, help="labelled fraction of trajectories")
     parser.add_argument("--selection", default="low-return", choices=["low-return", "uniform"],
                         help="labelled trajectories drawn from the lowest-return half (the paper) or uniformly")
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({info['n_labelled_episodes']}/{info['n_episodes']} episodes labelled, "
                       f"{info['idm_wall_s']:.0f} s)", flush=True)
                 for algo in args.algos:
-                    for cond in CONDITIONS:
+                    for cond in args.conditions:
                         name = dataset_id.replace("/", "_")
                         run_dir = out / "runs" / name / f"{algo}-{cond}-s{seed}"
                         r = run_agent(algo, prep["data"][cond], seed, args.preset, args.updates, run_dir, args.fit_max_time)
