@@ -55,12 +55,28 @@ def prepare(
     t0 = time.perf_counter()
     idm, fit_metrics = fit_idm(labelled, idm_config(idm_preset), seed)  # type: ignore[arg-type]
     union = label_union(idm, labelled, held.without_actions())
-    errors = action_errors(union.actions[len(labelled) :], held.actions)  # type: ignore[index, arg-type]
+    proxy = np.asarray(union.actions[len(labelled) :])  # type: ignore[index]
+    errors = action_errors(proxy, held.actions)  # type: ignore[arg-type]
     info = {"dataset": dataset_id, "seed": seed, "idm_fit": fit_metrics, "idm_heldout": errors,
+            "idm_heldout_by_return_quarter": errors_by_return_quarter(proxy, held),
             "idm_wall_s": time.perf_counter() - t0, "n_labelled_episodes": len(idx),
             "n_episodes": ds.n_episodes}
     data: dict[str, OfflineDataset] = {"full": ds, "labelled": labelled, "idm": union}
     return {"info": info, "data": data}
+
+
+def errors_by_return_quarter(proxy: np.ndarray, held: Any) -> list[dict[str, float]]:
+    """IDM error on each quarter of the held-out episodes ranked by return (lowest first): the labelled 10 % come
+    from the low-return half, so the error on the best episodes (the ones imitation needs most) can differ."""
+    from mbrl.models.inverse_dynamics import action_errors
+
+    returns, slices = held.episode_returns(), held.episode_slices()
+    out = []
+    for quarter in np.array_split(np.argsort(returns), 4):
+        rows = np.concatenate([np.arange(*slices[i]) for i in quarter])
+        err = action_errors(proxy[rows], np.asarray(held.actions)[rows])
+        out.append({"return_mean": float(returns[quarter].mean()), "mse": err["mse"], "r2": err["r2"]})
+    return out
 
 
 def run_agent(
@@ -99,6 +115,13 @@ def tables(idm_rows: list[dict[str, Any]], scores: dict[tuple[str, str, str], li
         per = ", ".join(f"{np.mean([r[k] for r in rows]):.3f}" for k in dims)
         lines.append(f"| {ds}{notes.get(ds, '')} | {np.mean([r['mse'] for r in rows]):.4f} | "
                      f"{np.mean([r['r2'] for r in rows]):.3f} | {per} |")
+    lines += ["", "IDM error per return quarter of the held-out episodes (lowest first), mean over seeds:", "",
+              "| dataset | " + " | ".join(f"Q{k + 1} return / MSE / R²" for k in range(4)) + " |", "|---|" + "---|" * 4]
+    for ds in dict.fromkeys(r["dataset"] for r in idm_rows):
+        quarters = [r["idm_heldout_by_return_quarter"] for r in idm_rows if r["dataset"] == ds]
+        cells = [" / ".join(f"{np.mean([q[k][m] for q in quarters]):.{d}f}" for m, d in (("return_mean", 1), ("mse", 3), ("r2", 2)))
+                 for k in range(4)]
+        lines.append(f"| {ds}{notes.get(ds, '')} | " + " | ".join(cells) + " |")
     lines += ["", "Normalized score (mean ± std over seeds):", "",
               "| dataset | agent | " + " | ".join(LABELS[c] for c in CONDITIONS) + " |",
               "|---|---|" + "---|" * len(CONDITIONS)]
