@@ -6,7 +6,7 @@ uniformly with ``--selection uniform``), fit the
 IDM on them, and report
 
 * the IDM's action error on the held-out trajectories (the other 90 %, whose true actions we know): MSE and R²
-  per action dim;
+  per action dim, and per quarter of those trajectories ranked by return;
 * the normalized score of BC and RAVL trained on (a) the fully labelled dataset, (b) only the labelled 10 %,
   (c) the 10 % + IDM proxy labels on the rest.
 
