@@ -70,11 +70,10 @@ def errors_by_return_quarter(proxy: np.ndarray, held: Any) -> list[dict[str, flo
     from the low-return half, so the error on the best episodes (the ones imitation needs most) can differ."""
     from mbrl.models.inverse_dynamics import action_errors
 
-    returns, slices = held.episode_returns(), held.episode_slices()
+    returns, labelled_held = held.episode_returns(), held.with_actions(proxy)
     out = []
     for quarter in np.array_split(np.argsort(returns), 4):
-        rows = np.concatenate([np.arange(*slices[i]) for i in quarter])
-        err = action_errors(proxy[rows], np.asarray(held.actions)[rows])
+        err = action_errors(labelled_held.subset_episodes(quarter).actions, held.subset_episodes(quarter).actions)
         out.append({"return_mean": float(returns[quarter].mean()), "mse": err["mse"], "r2": err["r2"]})
     return out
 
