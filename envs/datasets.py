@@ -6,16 +6,22 @@ For one env:
    the actor is kept (a *snapshot*) with its deterministic return over ``snapshot_eval_episodes`` episodes.
    Training checkpoints (learner, replay buffer, RNG, env state) are written every ``checkpoint_every`` steps,
    so an interrupted run resumes exactly.
-2. **Reference scores** (as Minari/D4RL): ``ref_min_score`` = mean return of the uniform random policy,
-   ``ref_max_score`` = mean return of the final (expert) policy, deterministic, over ``ref_episodes`` episodes.
-3. **Splits**, each ``split_size`` transitions unless said otherwise:
+2. **Snapshot selection** (D4RL's expert is a fully trained policy, its medium one at about a third of the
+   expert's return): the ``selection_candidates`` snapshots with the best training-time returns are re-scored
+   over ``selection_episodes`` deterministic episodes and the best of them is the *expert* (SAC's last snapshot
+   is often not its best: a Hopper run reached 3387 and ended at 1490). The *medium* policy is, among the
+   snapshots up to the expert's step, the one whose re-scored return is closest to ``medium_fraction`` (1/3)
+   of the expert's (the ``selection_candidates`` nearest by training-time return are re-scored). The choice
+   is written to ``selection.json`` in the work dir and into every split's description.
+3. **Reference scores** (as Minari/D4RL): ``ref_min_score`` = mean return of the uniform random policy,
+   ``ref_max_score`` = mean return of the expert snapshot, deterministic, over ``ref_episodes`` episodes.
+4. **Splits**, each ``split_size`` transitions unless said otherwise:
 
    - ``random``: uniform random actions.
-   - ``medium``: the first snapshot whose return reaches ``medium_fraction`` (1/3) of the final snapshot's
-     (D4RL stopped its "medium" SAC run at about a third of the expert's return), acting stochastically.
+   - ``medium``: the medium snapshot, acting stochastically.
    - ``medium-replay``: the behaviour run's replay buffer up to the medium snapshot's step (all of it; its size
      is that step, not ``split_size``).
-   - ``expert``: the final policy, acting stochastically.
+   - ``expert``: the expert snapshot, acting stochastically.
    - ``medium-expert``: ``medium`` followed by ``expert``.
 
    Episodes end by ``terminated`` (``terminals``) or the env's time limit (``timeouts``); the episode cut by the
@@ -48,6 +54,7 @@ from mbrl.data import OfflineDataset, ReplayBuffer, save_minari
 from mbrl.evaluation import evaluate_policy
 from mbrl.rl.policies import TorchPolicy
 from mbrl.rl.sac import SAC, SACConfig
+from mbrl.run import write_json_atomic
 from mbrl.utils import set_threads
 
 SPLITS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -68,7 +75,10 @@ class DatasetGenConfig:
         checkpoint_every: env steps between resumable training checkpoints.
         split_size: transitions of the random / medium / expert splits.
         ref_episodes: episodes of the reference scores (Minari and D4RL: 100).
-        medium_fraction: the medium policy is the first snapshot reaching this fraction of the final return.
+        medium_fraction: the medium policy is the snapshot whose return is closest to this fraction of the
+            expert's.
+        selection_candidates: snapshots re-scored when choosing the expert (and again the medium one).
+        selection_episodes: deterministic episodes that re-score each candidate snapshot.
         namespace: Minari namespace of the written datasets.
         version: Minari version suffix.
         num_threads: torch threads.
@@ -85,6 +95,8 @@ class DatasetGenConfig:
     split_size: int = 100_000
     ref_episodes: int = 100
     medium_fraction: float = 1.0 / 3.0
+    selection_candidates: int = 5
+    selection_episodes: int = 20
     namespace: str = "mbrl"
     version: int = 0
     num_threads: int = 1
@@ -96,6 +108,8 @@ class DatasetGenConfig:
             raise ValueError("DatasetGenConfig: steps, sizes and episode counts must be >= 1")
         if self.snapshot_eval_episodes < 1 or not 0 < self.medium_fraction < 1:
             raise ValueError("DatasetGenConfig: snapshot_eval_episodes >= 1 and 0 < medium_fraction < 1")
+        if self.selection_candidates < 1 or self.selection_episodes < 1:
+            raise ValueError("DatasetGenConfig: selection_candidates and selection_episodes must be >= 1")
         if self.learning_starts >= self.sac_steps:
             raise ValueError("DatasetGenConfig: learning_starts must be < sac_steps")
 
@@ -108,13 +122,14 @@ def dataset_preset(env_id: str, preset: Literal["cpu", "quick", "tiny"] = "cpu",
     elif preset == "quick":
         base = DatasetGenConfig(
             env_id=env_id, sac_steps=10_000, learning_starts=1_000, snapshot_every=1_000, checkpoint_every=5_000,
-            split_size=5_000, ref_episodes=10, snapshot_eval_episodes=3,
+            split_size=5_000, ref_episodes=10, snapshot_eval_episodes=3, selection_candidates=3,
+            selection_episodes=5,
         )
     elif preset == "tiny":
         base = DatasetGenConfig(
             env_id=env_id, sac_steps=600, learning_starts=200, snapshot_every=200, checkpoint_every=300,
-            split_size=300, ref_episodes=2, snapshot_eval_episodes=1,
-            sac=SACConfig(hidden=32, batch_size=32),
+            split_size=300, ref_episodes=2, snapshot_eval_episodes=1, selection_candidates=2,
+            selection_episodes=2, sac=SACConfig(hidden=32, batch_size=32),
         )
     else:
         raise ValueError(f"dataset_preset: unknown preset {preset!r} (cpu, quick, tiny)")
@@ -253,25 +268,60 @@ class BehaviourTrainer:
         restore_env_snapshot(self.env, json.loads(loop["env"]))
         return True
 
-    def policy(self, snapshot: dict[str, Any], seed: int) -> TorchPolicy:
-        """A stochastic env-unit policy with the snapshot's actor weights and its own generator."""
+    def policy(self, snapshot: dict[str, Any], seed: int, *, deterministic: bool = False) -> TorchPolicy:
+        """An env-unit policy (stochastic unless ``deterministic``) with the snapshot's actor weights and its own
+        generator."""
         actor = type(self.sac.actor)(
             self.obs_dim, self.action_dim, self.config.sac.hidden, self.config.sac.depth,
             self.config.sac.log_std_min, self.config.sac.log_std_max, generator=torch.Generator().manual_seed(0),
         )
         actor.load_state_dict(snapshot["actor"])
         return TorchPolicy(
-            actor, self.sac.action_scale, self.sac.action_bias, deterministic=False,
+            actor, self.sac.action_scale, self.sac.action_bias, deterministic=deterministic,
             generator=torch.Generator().manual_seed(seed),
         )
 
-    def medium_snapshot(self) -> dict[str, Any]:
-        """The first snapshot whose return reaches ``medium_fraction`` of the final snapshot's."""
-        final = self.snapshots[-1]["return"]
-        for snap in self.snapshots:
-            if snap["return"] >= self.config.medium_fraction * final:
-                return snap
-        return self.snapshots[-1]  # pragma: no cover - the final snapshot always qualifies
+    def rescore(self, index: int, episodes: int, seed: int) -> float:
+        """Mean deterministic return of snapshot ``index`` over ``episodes`` episodes (resets from ``seed``)."""
+        env = make_env(self.config.env_id)
+        result = evaluate_policy(env, self.policy(self.snapshots[index], 0, deterministic=True), episodes, seed=seed)
+        env.close()
+        return result.return_mean
+
+    def select_snapshots(self) -> dict[str, Any]:
+        """Choose the expert and medium snapshots (step 2 of the module docstring).
+
+        Returns:
+            ``{"expert": {"index", "step", "return", "train_return"}, "medium": {...}, "candidates": [...]}``
+            where ``return`` is the re-scored mean over ``selection_episodes`` and ``train_return`` the
+            training-time score; ``candidates`` lists every re-scored snapshot.
+        """
+        c = self.config
+        seed = _seed(c, 13)
+        scores: dict[int, float] = {}
+
+        def score(i: int) -> float:
+            if i not in scores:
+                scores[i] = self.rescore(i, c.selection_episodes, seed)
+            return scores[i]
+
+        train = [float(s["return"]) for s in self.snapshots]
+        best_first = sorted(range(len(train)), key=lambda i: (-train[i], i))[: c.selection_candidates]
+        expert = max(best_first, key=lambda i: (score(i), -i))
+        target = c.medium_fraction * score(expert)
+        earlier = range(expert + 1)
+        nearest = sorted(earlier, key=lambda i: (abs(train[i] - target), i))[: c.selection_candidates]
+        medium = min(nearest, key=lambda i: (abs(score(i) - target), i))
+
+        def entry(i: int) -> dict[str, Any]:
+            return {"index": i, "step": int(self.snapshots[i]["step"]), "return": scores[i], "train_return": train[i]}
+
+        return {
+            "expert": entry(expert),
+            "medium": entry(medium),
+            "medium_target": target,
+            "candidates": [entry(i) for i in sorted(scores)],
+        }
 
 
 # ----------------------------------------------------------------------------------------------- collection
@@ -307,16 +357,16 @@ def collect(
     return OfflineDataset(o, a, r, nx, te, tr, env_id=env_id, source=source)
 
 
-def reference_returns(trainer: BehaviourTrainer, episodes: int, seed: int) -> tuple[float, float]:
-    """``(random policy mean return, final policy deterministic mean return)`` over ``episodes`` episodes each."""
+def reference_returns(trainer: BehaviourTrainer, expert: int, episodes: int, seed: int) -> tuple[float, float]:
+    """``(random policy mean return, expert snapshot's deterministic mean return)`` over ``episodes`` episodes
+    each; ``expert`` indexes ``trainer.snapshots``."""
     env = make_env(trainer.config.env_id)
     rng = np.random.default_rng(seed)
     random_result = evaluate_policy(
         env, lambda _o: rng.uniform(trainer.low, trainer.high).astype(np.float32), episodes, seed=seed
     )
-    expert_result = evaluate_policy(env, lambda o: trainer.sac.act(o, deterministic=True), episodes, seed=seed)
     env.close()
-    return random_result.return_mean, expert_result.return_mean
+    return random_result.return_mean, trainer.rescore(expert, episodes, seed)
 
 
 def make_datasets(
@@ -359,16 +409,28 @@ def make_datasets(
         if trainer.resume():
             say(f"behaviour {config.env_id}: resumed at step {trainer.step}")
         trainer.train(say)
+        selection_path = work / "selection.json"
+        if selection_path.is_file():
+            selection = json.loads(selection_path.read_text())
+        else:
+            selection = trainer.select_snapshots()
+            write_json_atomic(selection_path, selection)
+        chosen = {k: selection[k] for k in ("expert", "medium")}
+        for k, v in chosen.items():
+            say(
+                f"{k} snapshot {config.env_id}: step {v['step']}, return {v['return']:.1f} over "
+                f"{config.selection_episodes} episodes (training-time {v['train_return']:.1f})"
+            )
         refs_path = work / "refs.json"
         if refs_path.is_file():
             refs = json.loads(refs_path.read_text())
         else:
-            lo, hi = reference_returns(trainer, config.ref_episodes, _seed(config, 6))
+            lo, hi = reference_returns(trainer, chosen["expert"]["index"], config.ref_episodes, _seed(config, 6))
             refs = {"ref_min_score": lo, "ref_max_score": hi}
-            refs_path.write_text(json.dumps(refs))
+            write_json_atomic(refs_path, refs)
         say(f"reference scores {config.env_id}: random {refs['ref_min_score']:.1f}, expert {refs['ref_max_score']:.1f}")
-        medium = trainer.medium_snapshot()
-        final = trainer.snapshots[-1]
+        medium = trainer.snapshots[chosen["medium"]["index"]]
+        expert = trainer.snapshots[chosen["expert"]["index"]]
         cache: dict[str, OfflineDataset] = {}
 
         def split_data(name: str) -> OfflineDataset:
@@ -382,7 +444,7 @@ def make_datasets(
                 pol = trainer.policy(medium, _seed(config, 9))
                 ds = collect(env_id, pol, n, seed=_seed(config, 10))
             elif name == "expert":
-                pol = trainer.policy(final, _seed(config, 11))
+                pol = trainer.policy(expert, _seed(config, 11))
                 ds = collect(env_id, pol, n, seed=_seed(config, 12))
             elif name == "medium-replay":
                 full = trainer.buffer.to_dataset(env_id=env_id)
@@ -403,8 +465,11 @@ def make_datasets(
             ds = split_data(name)
             description = (
                 f"D4RL-style {name} split of {config.env_id} made by mbrl (envs/datasets.py): behaviour SAC "
-                f"{config.sac_steps} steps, medium snapshot at step {medium['step']} "
-                f"(return {medium['return']:.1f} vs final {final['return']:.1f}), seed {config.seed}."
+                f"{config.sac_steps} steps, seed {config.seed}; expert snapshot at step {chosen['expert']['step']} "
+                f"(return {chosen['expert']['return']:.1f}), medium snapshot at step {chosen['medium']['step']} "
+                f"(return {chosen['medium']['return']:.1f}, target {selection['medium_target']:.1f}), each over "
+                f"{config.selection_episodes} deterministic episodes; final snapshot's training-time return "
+                f"{trainer.snapshots[-1]['return']:.1f}."
             )
             save_minari(
                 ds, ids[name], env_id=config.env_id, ref_min_score=refs["ref_min_score"],

@@ -42,20 +42,52 @@ def test_split_sizes_and_composition(made: tuple[Path, Path, dict[str, OfflineDa
     # medium-replay: the behaviour run's replay buffer up to the medium snapshot, in order.
     trainer = BehaviourTrainer(CONFIG, work)
     assert trainer.resume() and trainer.step == CONFIG.sac_steps
-    step = int(trainer.medium_snapshot()["step"])
+    selection = json.loads((work / "selection.json").read_text())
+    step = int(selection["medium"]["step"])
     replay = data["medium-replay"]
     assert len(replay) == step and step % CONFIG.snapshot_every == 0
     buffer = trainer.buffer.all()
     np.testing.assert_array_equal(replay.observations, buffer.obs[:step].numpy())
     np.testing.assert_array_equal(replay.actions, buffer.action[:step].numpy())  # type: ignore[arg-type]
-    # The medium snapshot is the first reaching a third of the final return.
-    final = trainer.snapshots[-1]["return"]
-    earlier = [s["return"] for s in trainer.snapshots if s["step"] < step]
-    assert all(r < final / 3 for r in earlier) and trainer.medium_snapshot()["return"] >= final / 3
+    # Expert: the best re-scored of the best training-time snapshots; medium: the re-scored snapshot (up to the
+    # expert's step) closest to a third of the expert's return.
+    expert_sel, medium_sel = selection["expert"], selection["medium"]
+    rescored = {c["index"]: c["return"] for c in selection["candidates"]}
+    train = [s["return"] for s in trainer.snapshots]
+    top = sorted(range(len(train)), key=lambda i: -train[i])[: CONFIG.selection_candidates]
+    assert expert_sel["index"] in top and expert_sel["return"] == max(rescored[i] for i in top)
+    target = expert_sel["return"] / 3
+    assert selection["medium_target"] == pytest.approx(target)
+    assert medium_sel["index"] <= expert_sel["index"]
+    assert all(abs(medium_sel["return"] - target) <= abs(r - target) for i, r in rescored.items() if i <= expert_sel["index"])
     # The random split's actions are uniform over the action box, the policies' are not the same data.
     random_actions = data["random"].actions
     assert random_actions is not None and np.abs(random_actions).max() <= 1.0
     assert not np.array_equal(medium.observations, expert.observations)
+
+
+def test_snapshot_selection_rescores_candidates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The expert is the best *re-scored* of the top training-time snapshots (not the last one, not the noisy
+    training-time best); the medium is the earlier snapshot whose re-scored return is closest to a third."""
+    config = dataset_preset("Hopper-v5", "tiny", selection_candidates=2)
+    trainer = BehaviourTrainer(config, tmp_path)
+    train = [10.0, 320.0, 290.0, 1000.0, 900.0, 400.0]  # index 3 looked best during training ...
+    rescored = {3: 700.0, 4: 870.0, 1: 250.0, 2: 300.0, 0: 5.0, 5: 390.0}  # ... but 4 is better on re-scoring
+    trainer.snapshots = [{"step": 100 * (i + 1), "return": r, "actor": {}} for i, r in enumerate(train)]
+    calls: list[int] = []
+
+    def fake_rescore(index: int, episodes: int, seed: int) -> float:
+        assert episodes == config.selection_episodes
+        calls.append(index)
+        return rescored[index]
+
+    monkeypatch.setattr(trainer, "rescore", fake_rescore)
+    selection = trainer.select_snapshots()
+    assert selection["expert"]["index"] == 4 and selection["expert"]["return"] == 870.0
+    assert selection["medium_target"] == pytest.approx(290.0)
+    # nearest by training return to 290 among indices <= 4: 2 (290) and 1 (320); re-scored 300 vs 250 -> 2
+    assert selection["medium"]["index"] == 2 and selection["medium"]["step"] == 300
+    assert sorted(set(calls)) == [1, 2, 3, 4] and len(calls) == len(set(calls))  # each candidate scored once
 
 
 def test_reference_scores_in_metadata(made: tuple[Path, Path, dict[str, OfflineDataset]]) -> None:
