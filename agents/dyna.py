@@ -35,7 +35,7 @@ from mbrl.models.contract import require_world_model
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.models.losse import LosseConfig, LosseModel
-from mbrl.models.protocol import WorldModel
+from mbrl.models.protocol import WorldModel, is_single_pass
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.rollouts import rollout
 from mbrl.types import Metrics, TransitionBatch
@@ -123,6 +123,13 @@ class DynaConfig:
     ensemble: EnsembleConfig = field(default_factory=lambda: EnsembleConfig(full_info=False))
     losse: LosseConfig = field(default_factory=LosseConfig)
     fit: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=20, max_time_s=60.0))
+
+    def __post_init__(self) -> None:
+        if self.use_model and self.model_kind == "losse" and self.model_training != "online":
+            raise ValueError(
+                "DynaConfig: model_kind='losse' is a single-pass (follow-the-leader) model; it needs "
+                "model_training='online' (model_training='fit' would feed it every transition once per epoch)"
+            )
 
 
 def mbpo_preset(env_id: str, **overrides: Any) -> DynaConfig:
@@ -215,6 +222,11 @@ class DynaAgent:
         if config.use_model:
             if model is not None:
                 require_world_model(model)  # names every missing protocol member of a user's model
+                if is_single_pass(model) and config.model_training != "online":
+                    raise ValueError(
+                        f"DynaAgent: {type(model).__name__} is a single-pass model (single_pass=True); configure "
+                        "model_training='online' so each real transition reaches its update() once"
+                    )
                 self.model = model
             elif config.model_kind == "losse":
                 self.model = LosseModel(obs_dim, action_dim, config.losse, seed=config.seed + 2)
@@ -299,8 +311,9 @@ class DynaAgent:
             fit_normalizer = getattr(self.model, "fit_normalizer", None)
             if self.model_seen_steps == 0 and callable(fit_normalizer):
                 fit_normalizer(new)
+            if self.model_seen_steps > 0:  # the new transitions, before the model learns them: truly held out
+                metrics.update({f"model/holdout_{k}": v for k, v in self.model.evaluate(new).items()})
             metrics.update({f"model/{k}": v for k, v in self.model.update(new).items()})
-            metrics.update({f"model/holdout_{k}": v for k, v in self.model.evaluate(new).items()})
         else:
             report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng)
             metrics.update(

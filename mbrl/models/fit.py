@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from mbrl.data.dataset import OfflineDataset
-from mbrl.models.protocol import WorldModel
+from mbrl.models.protocol import WorldModel, is_single_pass
 from mbrl.types import TransitionBatch
 
 
@@ -191,7 +191,17 @@ def fit(
 
     Returns:
         A :class:`FitReport`.
+
+    Raises:
+        ValueError: ``model`` is single-pass (``single_pass = True``, e.g. Losse-FTL): epochs over all data would
+            feed it every transition many times; train it online (``model.update`` once per new transition).
     """
+    if is_single_pass(model):
+        raise ValueError(
+            f"fit(): {type(model).__name__} is a single-pass model (single_pass=True): its update() accumulates "
+            "every transition it sees, so epochs over all data would count each one many times; train it online "
+            "(one model.update per new batch, e.g. DynaConfig(model_training='online'))"
+        )
     config = config if config is not None else FitConfig()
     config.validate()
     start = time.monotonic()

@@ -333,6 +333,9 @@ class LosseModel:
             better under covariate shift, where the first batch covers one region only.
     """
 
+    single_pass = True
+    """``update`` accumulates FTL statistics: each transition must be given once (``fit()`` refuses it)."""
+
     def __init__(
         self,
         obs_dim: int,

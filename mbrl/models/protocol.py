@@ -34,6 +34,9 @@ class WorldModel(Protocol):
         obs_dim, action_dim: ints.
     Optional hooks a fitter uses if present: ``fit_normalizer(batch)`` (fit input/target statistics on the
     training data before the first update); ``select_elites(batch)`` (``Ensemble`` only).
+    Optional attribute ``single_pass: bool``: True for models whose ``update`` accumulates every transition it
+    is given (follow-the-leader, e.g. Losse-FTL), so each transition must reach ``update`` exactly once; such a
+    model is trained online, and ``fit()`` (epochs over all data) refuses it (:func:`is_single_pass`).
     """
 
     obs_dim: int
@@ -85,3 +88,9 @@ class InverseDynamics(Protocol):
     """Capability: ``predict_action(obs [B, D], next_obs [B, D]) -> action [B, A]`` in env units."""
 
     def predict_action(self, obs: Tensor, next_obs: Tensor) -> Tensor: ...
+
+
+def is_single_pass(model: object) -> bool:
+    """Whether ``model`` declares ``single_pass = True`` (see :class:`WorldModel`): its ``update`` must see each
+    transition once, so it is trained online and never by epochs over all data."""
+    return bool(getattr(model, "single_pass", False))

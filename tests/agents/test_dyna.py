@@ -66,6 +66,8 @@ def test_dyna_runs_with_any_world_model(model_name: str, tmp_path: Path) -> None
         ),
         "losse-ftl": LosseModel(4, 1, LosseConfig(num_groups=8, num_bins=4), seed=0),
     }
+    if model_name == "losse-ftl":  # single-pass: trained online, never by fit()
+        cfg = replace(cfg, model_training="online")
     agent = DynaAgent(cfg, model=models[model_name])
     with Logger(tmp_path, console=False) as logger:
         result = agent.learn(logger)
@@ -94,6 +96,41 @@ def test_online_model_training_sees_each_real_transition_once() -> None:
     # Refits at steps 200, 300, 400: the first sees the 200 random steps, then 100 new transitions each.
     assert seen == [200, 100, 100]
     assert agent.model_seen_steps == 400 and len(agent.model_buffer) > 0
+
+
+def test_single_pass_models_are_never_fitted_by_epochs() -> None:
+    """Losse-FTL through fit() would see each old transition once per epoch (issue: 320 rows x 3 epochs left
+    regressor.count == 960). Every way of configuring it that way is refused with a clear error."""
+    with pytest.raises(ValueError, match="single-pass"):
+        tiny_config(model_kind="losse")  # model_training defaults to "fit"
+    with pytest.raises(ValueError, match="single-pass"):
+        DynaAgent(tiny_config(), model=LosseModel(4, 1, LosseConfig(num_groups=8, num_bins=4), seed=0))
+
+
+def test_online_holdout_metrics_are_measured_before_the_update_sees_the_data(tmp_path: Path) -> None:
+    cfg = tiny_config(model_kind="losse", model_training="online", losse=LosseConfig(num_groups=8, num_bins=4))
+    agent = DynaAgent(cfg)
+    assert agent.model is not None
+    calls: list[tuple[str, float]] = []
+    model_update, model_evaluate = agent.model.update, agent.model.evaluate
+
+    def update(batch):  # type: ignore[no-untyped-def]
+        calls.append(("update", float(batch.obs.sum())))
+        return model_update(batch)
+
+    def evaluate(batch):  # type: ignore[no-untyped-def]
+        calls.append(("evaluate", float(batch.obs.sum())))
+        return model_evaluate(batch)
+
+    agent.model.update, agent.model.evaluate = update, evaluate  # type: ignore[method-assign]
+    with Logger(tmp_path, console=False) as logger:
+        agent.learn(logger)
+    # First refit: nothing to hold out (untrained model). Later refits: the new rows are evaluated, then learned.
+    assert [k for k, _ in calls] == ["update", "evaluate", "update", "evaluate", "update"]
+    assert calls[1][1] == calls[2][1] and calls[3][1] == calls[4][1]
+    csv = read_csv(tmp_path / "progress.csv")
+    holdout = csv["model/holdout_mse"][~np.isnan(csv["model/holdout_mse"])]
+    assert len(holdout) == 2 and np.all(holdout > 0)
 
 
 def test_model_free_mode_never_builds_a_model() -> None:

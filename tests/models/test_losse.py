@@ -280,6 +280,21 @@ def test_normalizer_is_frozen_once_set() -> None:
     assert np.array_equal(model.target_shift, shift)
 
 
+def test_fit_refuses_a_single_pass_model() -> None:
+    from mbrl.models.fit import FitConfig, fit
+    from mbrl.types import TransitionBatch
+
+    model = LosseModel(2, 1, LosseConfig(num_groups=4, num_bins=4), seed=0)
+    rng = np.random.default_rng(0)
+    batch = TransitionBatch.from_numpy(
+        obs=rng.normal(size=(320, 2)), action=rng.normal(size=(320, 1)), reward=rng.normal(size=320),
+        next_obs=rng.normal(size=(320, 2)), terminated=np.zeros(320), truncated=np.zeros(320),
+    )
+    with pytest.raises(ValueError, match="single-pass"):
+        fit(model, batch, FitConfig(max_epochs=3), rng=rng)
+    assert model.regressor.count == 0  # refused before any update
+
+
 def test_bad_input_errors() -> None:
     model = LosseModel(3, 2, SMALL, seed=0)
     good = _rand_batch(5, 3, 2, 0)
