@@ -3,7 +3,9 @@
 Arrays (numpy; floats stored as float32, flags as bool):
     observations ``[N, D]``, actions ``[N, A]`` or ``None`` (action-free variant, e.g. before inverse-dynamics
     labeling), rewards ``[N]``, next_observations ``[N, D]``, terminals ``[N]``, timeouts ``[N]``,
-    proxy_actions ``[N]`` or ``None`` (True where an action was inferred, not recorded).
+    proxy_actions ``[N]`` or ``None`` (True where an action was inferred, not recorded), next_obs_known ``[N]``
+    or ``None`` (all known; False where ``next_observations`` is not the true next state, e.g. a terminal row of
+    a D4RL file without ``next_observations``, whose derived next state is the next episode's reset).
 
 Episode boundaries: an episode ends at a row where ``terminals | timeouts``, at the last row, and wherever
 ``next_observations[i] != observations[i + 1]`` (so concatenated or derived data, e.g. D4RL's
@@ -39,6 +41,9 @@ class OfflineDataset:
         metadata: JSON-able extras, e.g. ``ref_min_score`` / ``ref_max_score`` (D4RL normalised score).
         source: file name or dataset id, used in error messages.
         proxy_actions: ``[N]`` bool or ``None``: True where the action is a proxy (e.g. an IDM label).
+        next_obs_known: ``[N]`` bool or ``None`` (all True): False where ``next_observations`` is a placeholder
+            rather than the state the action led to. Such rows keep their reward and terminal flag (RL never
+            bootstraps from a terminal's next state) but are never a target of a model of the transition.
         validate: check shapes/NaN/env dims (derived datasets of a validated one skip it).
 
     Raises:
@@ -59,6 +64,7 @@ class OfflineDataset:
         metadata: dict[str, Any] | None = None,
         source: str = "<memory>",
         proxy_actions: np.ndarray | None = None,
+        next_obs_known: np.ndarray | None = None,
         validate: bool = True,
     ) -> None:
         self.source = source
@@ -73,6 +79,7 @@ class OfflineDataset:
                 "terminals": np.asarray(terminals),
                 "timeouts": None if timeouts is None else np.asarray(timeouts),
                 "proxy_actions": None if proxy_actions is None else np.asarray(proxy_actions),
+                "next_obs_known": None if next_obs_known is None else np.asarray(next_obs_known),
             }
             required = tuple(
                 k for k in (*REQUIRED_KEYS, "next_observations") if k != "actions" or actions is not None
@@ -91,6 +98,9 @@ class OfflineDataset:
         )
         self.proxy_actions = (
             None if proxy_actions is None else np.asarray(proxy_actions).astype(bool, copy=False)
+        )
+        self.next_obs_known = (
+            None if next_obs_known is None else np.asarray(next_obs_known).astype(bool, copy=False)
         )
         if self.proxy_actions is not None and self.actions is None:
             raise DatasetError(f"{source}: key 'proxy_actions' given for an action-free dataset")
@@ -167,7 +177,14 @@ class OfflineDataset:
             "terminals": self.terminals,
             "timeouts": self.timeouts,
             "proxy_actions": self.proxy_actions,
+            "next_obs_known": self.next_obs_known,
         }
+
+    def known_next_obs(self) -> np.ndarray:
+        """``[N]`` bool: True where ``next_observations`` is the true next state (see ``next_obs_known``)."""
+        if self.next_obs_known is None:
+            return np.ones(len(self), dtype=bool)
+        return self.next_obs_known
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield each episode as a dict of array views in the D4RL vocabulary (absent keys left out)."""
@@ -198,6 +215,7 @@ class OfflineDataset:
             metadata=self.metadata,
             source=self.source,
             proxy_actions=arrays["proxy_actions"],
+            next_obs_known=arrays["next_obs_known"],
             validate=False,
         )
 
@@ -300,6 +318,9 @@ class OfflineDataset:
             proxy = np.concatenate(
                 [d.proxy_actions if d.proxy_actions is not None else np.zeros(len(d), bool) for d in datasets]
             )
+        known = None
+        if any(d.next_obs_known is not None for d in datasets):
+            known = np.concatenate([d.known_next_obs() for d in datasets])
         actions = None
         if first.has_actions:
             actions = np.concatenate([d._require_actions("concat") for d in datasets])
@@ -314,6 +335,7 @@ class OfflineDataset:
             metadata=first.metadata,
             source="+".join(dict.fromkeys(d.source for d in datasets)),
             proxy_actions=proxy,
+            next_obs_known=known,
             validate=False,
         )
 

@@ -91,11 +91,13 @@ def derive_next_observations(
     For ``i < N - 1``: ``next_obs[i] = observations[i + 1]``; step ``i`` is dropped when ``timeouts[i]`` (the
     last step of a timed-out episode has no next observation in the file), and the very last row is dropped
     (its next observation is not in the file). Terminals are kept (at a terminal step ``next_obs`` is the next
-    episode's first obs, as in D4RL; it is never bootstrapped from). Beyond D4RL, the kept step just before a
-    dropped timeout step gets ``timeouts = True``, since its episode ends there by truncation.
+    episode's first obs, as in D4RL; it is never bootstrapped from) and marked ``next_obs_known = False``, so
+    that models of the transition (inverse dynamics) never learn the jump to another episode's reset state.
+    Beyond D4RL, the kept step just before a dropped timeout step gets ``timeouts = True``, since its episode
+    ends there by truncation.
 
     Returns:
-        The D4RL arrays of the kept rows (``actions`` ``None`` when absent).
+        The D4RL arrays of the kept rows (``actions`` ``None`` when absent) and ``next_obs_known``.
     """
     n = len(observations)
     to = np.zeros(n, dtype=bool) if timeouts is None else np.asarray(timeouts).astype(bool)
@@ -116,6 +118,7 @@ def derive_next_observations(
         "next_observations": observations[rows + 1],
         "terminals": term[rows],
         "timeouts": new_timeouts[rows],
+        "next_obs_known": ~term[rows],
     }
 
 
@@ -160,6 +163,7 @@ def _build(
         metadata=metadata,
         source=source,
         proxy_actions=arrays.get("proxy_actions"),
+        next_obs_known=arrays.get("next_obs_known"),
     )
     ds.env_id = env_id
     return ds
@@ -255,6 +259,7 @@ def _arrays_of(ds: OfflineDataset) -> dict[str, np.ndarray]:
         "terminals": ds.terminals,
         "timeouts": ds.timeouts,
         "proxy_actions": ds.proxy_actions,
+        "next_obs_known": ds.next_obs_known,
     }
     return {k: v for k, v in arrays.items() if v is not None}
 

@@ -24,6 +24,7 @@ ARRAY_KEYS: tuple[str, ...] = (
     "terminals",
     "timeouts",
     "proxy_actions",
+    "next_obs_known",
 )
 # Expected ndim per key and what the shape means (for the message).
 _NDIM: dict[str, tuple[int, str]] = {
@@ -34,6 +35,7 @@ _NDIM: dict[str, tuple[int, str]] = {
     "terminals": (1, "[N]"),
     "timeouts": (1, "[N]"),
     "proxy_actions": (1, "[N]"),
+    "next_obs_known": (1, "[N]"),
 }
 
 

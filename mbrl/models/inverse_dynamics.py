@@ -178,15 +178,26 @@ def idm_preset(preset: Literal["paper", "cpu", "quick"] = "paper", **overrides: 
 def episode_windows(dataset: OfflineDataset, context: int, future: int = 1) -> np.ndarray:
     """``[N, k + 1 + f, D]`` state windows of every row, built within episodes (edge states repeated).
 
-    Row ``t`` of an episode with states ``s_0..s_T`` gets ``s_{clip(t + j, 0, T)}`` for ``j = -k..f``.
+    Row ``t`` of an episode with states ``s_0..s_T`` gets ``s_{clip(t + j, 0, T)}`` for ``j = -k..f``. When the
+    episode's last ``next_observations`` is not a true next state (``dataset.known_next_obs()`` False, e.g. a
+    terminal row derived from a D4RL file: it holds the next episode's reset state), the episode's states stop
+    at ``s_{T-1}`` and that edge state is repeated instead: a window never crosses into another episode.
     """
     out = np.empty((len(dataset), context + 1 + future, dataset.obs_dim), dtype=np.float32)
     offsets = np.arange(-context, future + 1)
+    known = dataset.known_next_obs()
     for start, stop in dataset.episode_slices():
-        states = np.concatenate([dataset.observations[start:stop], dataset.next_observations[stop - 1 : stop]])
+        states = dataset.observations[start:stop]
+        if known[stop - 1]:
+            states = np.concatenate([states, dataset.next_observations[stop - 1 : stop]])
         t = np.arange(stop - start)[:, None]
-        out[start:stop] = states[np.clip(t + offsets[None, :], 0, stop - start)]
+        out[start:stop] = states[np.clip(t + offsets[None, :], 0, len(states) - 1)]
     return out
+
+
+def target_rows(dataset: OfflineDataset) -> np.ndarray:
+    """Rows usable as inverse-dynamics targets: those whose next state is known (the action's effect is seen)."""
+    return np.flatnonzero(dataset.known_next_obs())
 
 
 def pair_windows(obs: Tensor, next_obs: Tensor, context: int, future: int = 1) -> Tensor:
@@ -395,8 +406,9 @@ class InverseDynamicsModel:
     def evaluate(self, dataset: OfflineDataset) -> Metrics:
         """Held-out metrics on a labelled dataset: ``nll`` (per step, averaged over members), ``mse`` (label vs
         recorded action, env units, averaged over dims), ``r2`` (mean over dims) and ``r2_<i>`` per action dim."""
-        actions = dataset._require_actions("IDM evaluation")
-        windows = torch.as_tensor(self.windows(dataset), device=self.device)
+        rows = target_rows(dataset)
+        actions = dataset._require_actions("IDM evaluation")[rows]
+        windows = torch.as_tensor(self.windows(dataset)[rows], device=self.device)
         nll = self.member_nll(windows, torch.as_tensor(actions, device=self.device))
         pred = self.predict_windows(windows)
         return {"nll": float(nll.mean()), **action_errors(pred.cpu().numpy(), actions)}
@@ -418,11 +430,13 @@ class InverseDynamicsModel:
         c = self.config
         train, val = dataset.split_by_episode(c.holdout_fraction, rng)
         self.fit_normalizer(dataset, unlabelled)
-        windows = torch.as_tensor(self.windows(train), device=self.device)
-        actions = torch.as_tensor(train._require_actions("IDM training"), device=self.device)
-        val_windows = torch.as_tensor(self.windows(val), device=self.device)
-        val_actions = torch.as_tensor(val._require_actions("IDM validation"), device=self.device)
-        n, e = len(train), self.num_members
+        # Rows without a true next state (a derived D4RL terminal row) are never targets.
+        rows, val_rows = target_rows(train), target_rows(val)
+        windows = torch.as_tensor(self.windows(train)[rows], device=self.device)
+        actions = torch.as_tensor(train._require_actions("IDM training")[rows], device=self.device)
+        val_windows = torch.as_tensor(self.windows(val)[val_rows], device=self.device)
+        val_actions = torch.as_tensor(val._require_actions("IDM validation")[val_rows], device=self.device)
+        n, e = len(rows), self.num_members
         if e > 1 and c.bootstrap:
             pools = rng.integers(0, n, size=(e, n))  # member i trains on its own resample of the rows
         else:

@@ -50,6 +50,18 @@ def test_derived_next_observations_match_hand_computed(three_episode_file: Path)
     np.testing.assert_array_equal(ds.timeouts, [False, False, False, False, True, False])
     assert ds.episode_slices() == [(0, 3), (3, 5), (5, 6)]
     np.testing.assert_array_equal(ds.episode_returns(), [6.0, 9.0, 7.0])
+    # Row 2 is a terminal: its derived next state [3, 30] is the next episode's reset, not a true next state.
+    np.testing.assert_array_equal(ds.known_next_obs(), [True, True, False, True, True, True])
+
+
+def test_unknown_next_states_survive_subsets_concat_and_files(three_episode_file: Path, tmp_path: Path) -> None:
+    ds = load_dataset(three_episode_file)
+    np.testing.assert_array_equal(ds.subset_episodes([0]).known_next_obs(), [True, True, False])
+    both = OfflineDataset.concat([ds, ds.subset_episodes([1])])
+    np.testing.assert_array_equal(both.known_next_obs(), [True, True, False, True, True, True, True, True])
+    for path in (tmp_path / "d.npz", tmp_path / "d.hdf5"):
+        (save_npz if path.suffix == ".npz" else save_hdf5)(ds, path)
+        np.testing.assert_array_equal(load_dataset(path).known_next_obs(), ds.known_next_obs())
 
 
 def test_derived_without_timeouts_key(tmp_path: Path) -> None:

@@ -88,6 +88,38 @@ def test_episode_windows_repeat_edges_within_episodes() -> None:
     assert not np.array_equal(mid.numpy()[0, 0], w[1, 0])  # episode windows see s_{t-1}
 
 
+def test_windows_and_targets_never_cross_an_episode_end_without_a_true_next_state() -> None:
+    """A D4RL file without next_observations: a terminal row's derived next state is the next episode's reset.
+    The window of that row must not hold it, and the row is not an IDM target."""
+    ds = linear_system(2, 4, 0)
+    terminals = np.zeros(8, bool)
+    terminals[3] = True
+    nxt = ds.next_observations.copy()
+    nxt[3] = ds.observations[4]  # what deriving next_observations from the file gives
+    known = np.ones(8, bool)
+    known[3] = False
+    derived = OfflineDataset(ds.observations, ds.actions, ds.rewards, nxt, terminals, np.zeros(8, bool),
+                             next_obs_known=known)
+    w = episode_windows(derived, 1, 2)
+    second_episode = derived.observations[4:]
+    for row in range(4):  # no state of the second episode appears in any window of the first
+        assert not any(np.array_equal(state, s2) for state in w[row] for s2 in second_episode), row
+    np.testing.assert_array_equal(w[3, 2], derived.observations[3])  # edge state s_{T-1} repeated
+    np.testing.assert_array_equal(w[2, 3], derived.observations[3])
+    # Training and evaluation see only rows with a true next state: 7 of 8.
+    idm = _model(_epochs(1, holdout_fraction=0.5))
+    seen: list[int] = []
+    original = idm.member_nll
+
+    def counting(windows, actions):  # type: ignore[no-untyped-def]
+        seen.append(windows.shape[0])
+        return original(windows, actions)
+
+    idm.member_nll = counting  # type: ignore[method-assign]
+    idm.evaluate(derived)
+    assert seen == [7]
+
+
 def test_recovers_linear_system_actions_almost_exactly() -> None:
     train = linear_system(40, 50, 0)
     test = linear_system(5, 50, 1)
