@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -79,6 +79,10 @@ class EnsembleConfig:
             drawn for each row (E times fewer FLOPs; enough for MBPO / PETS rollouts) and a deterministic one
             only the elites; ``info`` then holds only ``"member"``. ``predict(..., full_info=...)`` overrides
             it per call.
+        uncertainty_members: which members ``info["uncertainty"]`` takes its max over: ``"all"`` (MOPO's and
+            MOREC's released code: ``np.amax(np.linalg.norm(stds, axis=2), axis=0)`` over every network,
+            tianheyu927/mopo ``mopo/models/fake_env.py`` ``FakeEnv.step``; polixir/morec
+            ``offlinerlkit/dynamics/ensemble_dynamics.py``) or ``"elites"`` (this toolkit's earlier rule).
         predict_chunk_size: rows per forward pass inside ``predict`` / ``evaluate``. ``None``: 4096 on CPU
             (a chunk's activations stay in cache; measured best among 1k-16k, and 16k is ~25 % slower) and
             1M on GPUs (an H100 ran 100k-row rollouts 2-10x faster unchunked than in 4k chunks).
@@ -100,6 +104,7 @@ class EnsembleConfig:
     bf16_inference: bool = False
     bf16_training: bool = False
     full_info: bool = True
+    uncertainty_members: Literal["all", "elites"] = "all"
     predict_chunk_size: int | None = None
     device: str = "auto"
 
@@ -130,6 +135,10 @@ class EnsembleConfig:
             )
         if self.hidden < 1 or self.depth < 1:
             raise ValueError(f"EnsembleConfig: hidden and depth must be >= 1, got {self.hidden}, {self.depth}")
+        if self.uncertainty_members not in ("all", "elites"):
+            raise ValueError(
+                f"EnsembleConfig.uncertainty_members must be 'all' or 'elites', got {self.uncertainty_members!r}"
+            )
         if self.activation not in _ACTIVATIONS:
             raise ValueError(
                 f"EnsembleConfig.activation: unknown {self.activation!r}; choose one of {sorted(_ACTIVATIONS)}"
@@ -217,8 +226,9 @@ class ProbabilisticEnsemble:
         * ``predict_with_members(obs, action, members)`` (PETS trajectory sampling, TS-inf): row ``i`` uses
           member ``members[i]`` (any member, not only elites), sampled or its mean.
     ``info`` holds ``"members"`` ``[E, B, D]`` (every member's mean next_obs), ``"uncertainty"`` ``[B]``
-    (MOPO: ``max`` over elites of the L2 norm of the predicted std of ``[next_obs, reward]`` in env units; for
-    deterministic members the largest distance of an elite's mean from the elite mean, 0 for one member), and
+    (MOPO: ``max`` over all members — or the elites, per ``config.uncertainty_members`` — of the L2 norm of the
+    predicted std of ``[next_obs, reward]`` in env units; for deterministic members the largest distance of a
+    member's mean from those members' mean, 0 for one member), and
     ``"member"`` ``[B]`` (the member used per row; ``-1`` for the elite mean). ``terminated`` is zeros: apply
     a known termination function with :class:`mbrl.models.wrappers.KnownFunctionsModel`.
 
@@ -599,10 +609,12 @@ class ProbabilisticEnsemble:
                 mean = self.network.target_norm.denormalize(mean_n)  # [E, b, D+1] delta and reward, env units
                 all_means[:, sl] = mean[..., :d] + obs[sl]
                 elite_mean = mean[elites]
+                judged = elites if self.config.uncertainty_members == "elites" else slice(None)
                 if logvar_n is None:
-                    uncertainty[sl] = (elite_mean - elite_mean.mean(0)).norm(dim=-1).amax(0)
+                    spread = mean[judged]
+                    uncertainty[sl] = (spread - spread.mean(0)).norm(dim=-1).amax(0)
                 else:
-                    uncertainty[sl] = (torch.exp(0.5 * logvar_n[elites]) * std_t).norm(dim=-1).amax(0)
+                    uncertainty[sl] = (torch.exp(0.5 * logvar_n[judged]) * std_t).norm(dim=-1).amax(0)
                 if members is None:
                     out[sl] = elite_mean.mean(0)
                     continue

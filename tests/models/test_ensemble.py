@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -46,9 +48,27 @@ def test_deterministic_prediction_is_the_elite_mean_of_members(trained: tuple[Pr
     torch.testing.assert_close(step.reward, elite_mean[:, D])
     torch.testing.assert_close(step.info["members"], mean[:, :, :D])
     assert torch.equal(step.terminated, torch.zeros(512))
-    # MOPO uncertainty: max over elites of ||std|| in env units
-    std = torch.exp(0.5 * logvar[model.elites])
+    # MOPO uncertainty (released code): max over ALL members of ||std|| in env units
+    std = torch.exp(0.5 * logvar)
     torch.testing.assert_close(step.info["uncertainty"], std.norm(dim=-1).amax(0))
+
+
+def test_uncertainty_covers_non_elite_members(trained: tuple[ProbabilisticEnsemble, TransitionBatch]) -> None:
+    """MOPO's and MOREC's code take the max over every network; a wild non-elite member must raise it."""
+    model, batch = trained
+    _, logvar = model.predict_members(batch.obs, batch.action)
+    std = torch.exp(0.5 * logvar).norm(dim=-1)  # [E, B]
+    non_elite = [i for i in range(model.num_members) if i not in model.elites]
+    assert non_elite == [3]
+    rows = std[3] > std[model.elites].amax(0)  # rows where the non-elite member is the most uncertain
+    assert rows.any()
+    all_members = model.predict(batch.obs, batch.action, deterministic=True).info["uncertainty"]
+    elites_only = ProbabilisticEnsemble(D, A, dataclasses.replace(model.config, uncertainty_members="elites"), seed=0)
+    elites_only.load_state_dict(model.state_dict())
+    elite_unc = elites_only.predict(batch.obs, batch.action, deterministic=True).info["uncertainty"]
+    torch.testing.assert_close(all_members[rows], std[3][rows])
+    assert torch.all(all_members[rows] > elite_unc[rows])
+    torch.testing.assert_close(elite_unc, std[model.elites].amax(0))
 
 
 def test_fixed_member_mode(trained: tuple[ProbabilisticEnsemble, TransitionBatch]) -> None:
