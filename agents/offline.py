@@ -32,7 +32,7 @@ from mbrl.checkpoint import (
     save_run_checkpoint,
 )
 from mbrl.data import OfflineDataset, load_dataset
-from mbrl.evaluation import evaluate_policy, normalized_score, reference_scores
+from mbrl.evaluation import evaluate_policy, normalized_score, resolve_reference_scores
 from mbrl.logging import Logger
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
@@ -115,7 +115,7 @@ class OfflineAgent:
         self.action_high = np.asarray(space.high, dtype=np.float32)  # type: ignore[attr-defined]
         self.obs_dim = self.dataset.obs_dim
         self.action_dim = self.dataset.action_dim
-        self.refs = reference_scores(
+        self.refs, self.refs_source = resolve_reference_scores(
             env_id, self.dataset.metadata, ref_min=loop.ref_min_score, ref_max=loop.ref_max_score
         )
         self.rng = np.random.default_rng([loop.seed, 0])

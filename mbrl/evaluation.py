@@ -78,21 +78,38 @@ def reference_scores(
     ref_min: float | None = None,
     ref_max: float | None = None,
 ) -> tuple[float, float] | None:
-    """Reference (random, expert) returns: explicit values, else the dataset's metadata, else D4RL's constants.
+    """Reference (random, expert) returns; see :func:`resolve_reference_scores` for the order."""
+    return resolve_reference_scores(env_id, metadata, ref_min=ref_min, ref_max=ref_max)[0]
 
-    D4RL's constants are only used for datasets that are D4RL's own (``metadata["d4rl"]`` true, or no metadata
-    scores and an env id naming a D4RL task), since a generated dataset has its own reference policies.
+
+def resolve_reference_scores(
+    env_id: str | None = None,
+    metadata: Mapping[str, object] | None = None,
+    *,
+    ref_min: float | None = None,
+    ref_max: float | None = None,
+) -> tuple[tuple[float, float] | None, str]:
+    """Reference (random, expert) returns and where they came from, in this order:
+
+    1. ``"command line"``: ``ref_min`` and ``ref_max`` given explicitly;
+    2. ``"dataset metadata"``: ``ref_min_score`` / ``ref_max_score`` in the dataset's metadata (every dataset
+       ``mbrl dataset make`` writes, and Minari's own, carry them);
+    3. ``"D4RL constants"``: D4RL's published constants for the env (hopper, halfcheetah, walker2d, ant, ...),
+       for any dataset of such an env *without* metadata scores. Chosen so that a D4RL HDF5 file, which carries
+       no scores, gets D4RL's normalised score; a user's own dataset of such an env without scores gets it too,
+       and the source says so (pass both explicitly to use other references);
+    4. ``"none"``: no references known (``None``).
     """
     if ref_min is not None and ref_max is not None:
-        return float(ref_min), float(ref_max)
+        return (float(ref_min), float(ref_max)), "command line"
     meta = dict(metadata or {})
     if "ref_min_score" in meta and "ref_max_score" in meta:
-        return float(meta["ref_min_score"]), float(meta["ref_max_score"])  # type: ignore[arg-type]
+        return (float(meta["ref_min_score"]), float(meta["ref_max_score"])), "dataset metadata"  # type: ignore[arg-type]
     if env_id is not None:
         key = env_id.lower().split("-")[0].split("/")[-1]
         if key in D4RL_REF_SCORES:
-            return D4RL_REF_SCORES[key]
-    return None
+            return D4RL_REF_SCORES[key], "D4RL constants"
+    return None, "none"
 
 
 def normalized_score(episode_return: float | np.ndarray, ref_min: float, ref_max: float) -> float | np.ndarray:

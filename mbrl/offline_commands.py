@@ -219,17 +219,21 @@ def load_run_agent(run_dir: str | Path) -> Any:
     return agent
 
 
-def evaluate_run(run_dir: str | Path, episodes: int, seed: int | None = None) -> dict[str, float]:
+def evaluate_run(run_dir: str | Path, episodes: int, seed: int | None = None) -> dict[str, Any]:
     """Evaluate the latest checkpoint of an offline run for ``episodes`` episodes (deterministic policy), the
     first episode seeded with ``seed`` (default: as the run's own evaluations).
 
     Returns:
         ``return_mean``, ``return_std``, ``length_mean``, ``episodes``, ``updates``, and ``normalized_score``
-        when the dataset (or the run's config, or D4RL's constants) gives reference scores.
+        with ``ref_min_score``, ``ref_max_score`` and ``ref_source`` (command line / dataset metadata / D4RL
+        constants) when reference scores are known.
     """
     agent = load_run_agent(run_dir)
-    out = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes, seed=seed).items()}
+    out: dict[str, Any] = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes, seed=seed).items()}
     out["updates"] = float(agent.num_updates)
+    if agent.refs is not None:
+        out["ref_min_score"], out["ref_max_score"] = agent.refs
+        out["ref_source"] = agent.refs_source
     return out
 
 

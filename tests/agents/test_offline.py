@@ -18,7 +18,13 @@ from agents.ravl import RAVLAgent, UncertaintyPenalty, mopo_preset, ravl_preset
 from envs import get_spec, make_env
 from mbrl.cli import main as cli_main
 from mbrl.data import OfflineDataset, save_npz
-from mbrl.evaluation import D4RL_REF_SCORES, evaluate_policy, normalized_score, reference_scores
+from mbrl.evaluation import (
+    D4RL_REF_SCORES,
+    evaluate_policy,
+    normalized_score,
+    reference_scores,
+    resolve_reference_scores,
+)
 from mbrl.logging import read_csv
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.true_dynamics import TrueDynamicsModel
@@ -83,6 +89,11 @@ def test_reference_scores_precedence() -> None:
     assert reference_scores("Hopper-v5", meta) == (1.0, 2.0)
     assert reference_scores("Hopper-v5", {}) == D4RL_REF_SCORES["hopper"]
     assert reference_scores("InvertedPendulum-v5", {}) is None
+    # ... and each says where it came from (`mbrl eval` prints it).
+    assert resolve_reference_scores("Hopper-v5", meta, ref_min=-5.0, ref_max=5.0)[1] == "command line"
+    assert resolve_reference_scores("Hopper-v5", meta)[1] == "dataset metadata"
+    assert resolve_reference_scores("Hopper-v5", {}) == (D4RL_REF_SCORES["hopper"], "D4RL constants")
+    assert resolve_reference_scores("InvertedPendulum-v5", {}) == (None, "none")
 
 
 # ------------------------------------------------------------------------------------------------ smoke runs
@@ -222,6 +233,7 @@ def test_cli_train_resume_and_evaluate_run(dataset_file: str, tmp_path: Path, ca
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"return_mean", "return_std", "normalized_score"} <= set(printed)
     assert printed["normalized_score"] == pytest.approx(100 * (printed["return_mean"] - REF_MIN) / (REF_MAX - REF_MIN))
+    assert printed["ref_source"] == "dataset metadata" and printed["ref_min_score"] == pytest.approx(REF_MIN)
     # `--seed` reaches offline runs: the CLI with --seed 7 repeats evaluate_run(seed=7) exactly.
     seeded = evaluate_run(run, episodes=2, seed=7)
     capsys.readouterr()
