@@ -312,6 +312,8 @@ class RAVLAgent(OfflineAgent):
         obs = self.dataset.observations
         self._clip = (torch.from_numpy(obs.min(0)), torch.from_numpy(obs.max(0))) if config.clip_obs else None
         self.rollout_time_s = 0.0
+        self.rollouts_started = 0  # over the whole run (MOREC's stop fraction is cumulative)
+        self.rollouts_stopped = 0
         self.last_rollout: Metrics = {}
 
     # -- model ------------------------------------------------------------------------------------------------
@@ -358,14 +360,18 @@ class RAVLAgent(OfflineAgent):
         self.rollout_time_s += time.perf_counter() - t0
         out = stats.metrics("rollout/")
         out["rollout/buffer_size"] = float(len(self.model_buffer))
-        if self.dynamics_reward is not None and len(batch) > 0:
-            # Every transition that ends in terminated = 1 without the env saying so was stopped by the filter.
+        self.rollouts_started += stats.n_start
+        if self.dynamics_reward is not None:
+            # A rollout the filter stopped ends in terminated = 1 where the env's termination says it goes on.
+            stopped = batch.terminated.cpu() > 0
             env_term = self.spec.term_fn
-            stopped = batch.terminated > 0
-            if env_term is not None:
+            if env_term is not None and len(batch) > 0:
                 b = batch.to("cpu")
-                stopped = stopped.cpu() & ~(env_term(b.obs, b.action, b.next_obs) > 0)
-            out["rollout/morec_stopped_fraction"] = float(stopped.float().sum()) / max(stats.n_start, 1)
+                stopped = stopped & ~(env_term(b.obs, b.action, b.next_obs) > 0)
+            self.rollouts_stopped += int(stopped.sum())
+            # Fraction of all rollouts started so far (every epoch, not only this one) that the filter stopped
+            # before k steps.
+            out["rollout/morec_stopped_fraction"] = self.rollouts_stopped / max(self.rollouts_started, 1)
         out["rollout/time_s"] = self.rollout_time_s
         return out
 
@@ -403,6 +409,8 @@ class RAVLAgent(OfflineAgent):
             "rollout": {
                 "torch_gen": self.torch_gen.get_state(),
                 "time_s": self.rollout_time_s,
+                "started": self.rollouts_started,
+                "stopped": self.rollouts_stopped,
                 "last": dict(self.last_rollout),
             },
         }
@@ -416,6 +424,8 @@ class RAVLAgent(OfflineAgent):
         self.model_buffer.load_state_dict(state["model_buffer"])
         self.torch_gen.set_state(state["rollout"]["torch_gen"])
         self.rollout_time_s = float(state["rollout"]["time_s"])
+        self.rollouts_started = int(state["rollout"].get("started", 0))
+        self.rollouts_stopped = int(state["rollout"].get("stopped", 0))
         self.last_rollout = {k: float(v) for k, v in state["rollout"]["last"].items()}
 
     def config_dict(self) -> dict[str, Any]:

@@ -290,3 +290,22 @@ class CriticEnsemble(nn.Module):
         (grads,) = torch.autograd.grad(q.sum(), action_rep, create_graph=create_graph)
         return q, grads
 
+
+
+@torch.no_grad()
+def edac_init(actor: TanhGaussianActor, critic: CriticEnsemble, generator: torch.Generator | None = None) -> None:
+    """EDAC's initialisation, as in its and RAVL's released code (snu-mllab/EDAC
+    ``lifelong_rl/models/networks.py`` and ``policies/models/tanh_gaussian_policy.py``; anyasims/edge-of-reach
+    ``agent_training/agent.py``): every hidden-layer bias 0.1; the critics' output layer weights and biases
+    ``U(-3e-3, 3e-3)``; the actor's output (mean and log-std) ``U(-1e-3, 1e-3)``. Hidden weights keep
+    ``nn.Linear``'s init. Draws from ``generator``; spectrally normalised layers are left as they are."""
+    for layer in actor.hidden_layers:
+        assert isinstance(layer, Dense)
+        layer.bias.fill_(0.1)
+    actor.head.weight.uniform_(-1e-3, 1e-3, generator=generator)
+    actor.head.bias.uniform_(-1e-3, 1e-3, generator=generator)
+    layers = critic.ensemble_layers()
+    for layer in layers[:-1]:
+        layer.bias.fill_(0.1)
+    layers[-1].weight.uniform_(-3e-3, 3e-3, generator=generator)
+    layers[-1].bias.uniform_(-3e-3, 3e-3, generator=generator)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from mbrl.rl import losses
-from mbrl.rl.networks import CriticEnsemble, TanhGaussianActor
+from mbrl.rl.networks import CriticEnsemble, TanhGaussianActor, edac_init
 from mbrl.rl.policies import TorchPolicy
 from mbrl.types import Metrics, TransitionBatch
 from mbrl.utils import resolve_device
@@ -72,6 +72,13 @@ class SACConfig:
         adv_weight: the critic loss is ``TD(obs) + adv_weight * TD(obs + delta)``.
         use_bf16: run forward passes under bf16 autocast (fp32 master weights and losses).
         actor_update_every: update the actor and alpha every k critic updates (1 = every update).
+        init: parameter initialisation: ``"torch"`` (``nn.Linear``'s uniform, SB3) or ``"edac"`` (EDAC's and
+            RAVL's released code: hidden biases 0.1, critic output layer ``U(+-3e-3)``, actor output layer
+            ``U(+-1e-3)``; hidden weights as ``nn.Linear``).
+        update_order: ``"critic_first"`` (SB3: critics, then actor and alpha on the updated critics, one alpha
+            for the whole update) or ``"alpha_actor_critic"`` (EDAC's / CORL's / RAVL's released code: alpha
+            step, then the actor with the new alpha on the current critics, then the critics with the new alpha
+            and the updated actor's next actions).
         device: "cpu", "cuda" or "auto".
     """
 
@@ -101,6 +108,8 @@ class SACConfig:
     adv_weight: float = 1.0
     use_bf16: bool = False
     actor_update_every: int = 1
+    init: Literal["torch", "edac"] = "torch"
+    update_order: Literal["critic_first", "alpha_actor_critic"] = "critic_first"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -128,6 +137,11 @@ class SACConfig:
         check(self.adv_norm in ("linf", "l2"), f"adv_norm must be 'linf' or 'l2', got {self.adv_norm!r}")
         check(self.actor_update_every >= 1, f"actor_update_every must be >= 1, got {self.actor_update_every}")
         check(self.log_std_min < self.log_std_max, "log_std_min must be < log_std_max")
+        check(self.init in ("torch", "edac"), f"init must be 'torch' or 'edac', got {self.init!r}")
+        check(
+            self.update_order in ("critic_first", "alpha_actor_critic"),
+            f"update_order must be 'critic_first' or 'alpha_actor_critic', got {self.update_order!r}",
+        )
 
 
 def _adam(groups: list[dict[str, Any]]) -> torch.optim.Adam:
@@ -181,11 +195,15 @@ class SAC:
         # Parameters are initialised on CPU from the generator, then moved (a CUDA generator is not required).
         self.actor = TanhGaussianActor(
             obs_dim, action_dim, c.hidden, c.depth, c.log_std_min, c.log_std_max, generator=generator
-        ).to(self.device)
+        )
         self.critic = CriticEnsemble(
             obs_dim, action_dim, c.num_critics, c.hidden, c.depth,
             spectral_norm_layers=c.critic_spectral_norm_layers, generator=generator,
-        ).to(self.device)
+        )
+        if c.init == "edac":
+            edac_init(self.actor, self.critic, generator)
+        self.actor.to(self.device)
+        self.critic.to(self.device)
         self.device = next(self.actor.parameters()).device  # with its index ("cuda:0"), for cheap comparisons
         self.target_critic = copy.deepcopy(self.critic)
         self.target_critic.requires_grad_(False)
@@ -302,7 +320,7 @@ class SAC:
         return losses.critic_loss(q.float(), target)
 
     def update(self, batch: TransitionBatch) -> Metrics:
-        """One SAC-N update on ``batch`` (env-unit actions): critics, then actor and alpha, then targets.
+        """One SAC-N update on ``batch`` (env-unit actions): critics, actor and alpha in ``update_order``, targets.
 
         Returns:
             ``critic_loss`` (TD part), ``q_mean``, ``q_std`` (std over critics, mean over the batch),
@@ -321,7 +339,10 @@ class SAC:
         obs, reward, next_obs, terminated = batch.obs, batch.reward, batch.next_obs, batch.terminated
         action = self.to_unit(batch.action)
         noise, next_noise = self._draw_noise(obs.shape[0])
-        alpha = self.log_alpha.detach().exp()  # one alpha for the whole update (as SB3)
+        alpha = self.log_alpha.detach().exp()  # SB3 order: one alpha for the whole update
+        actor_first = c.update_order == "alpha_actor_critic"
+        if actor_first:  # EDAC / RAVL order: alpha, actor (current critics), then critics with the new alpha
+            alpha = self._policy_step(obs, noise, alpha, alpha_first=True)
 
         target = self._target(reward, next_obs, terminated, alpha, next_noise)
 
@@ -356,22 +377,8 @@ class SAC:
         total.backward()
         self.critic_optimizer.step()
 
-        # Actor and temperature (with the updated critics, as SB3).
-        if self.num_updates % c.actor_update_every == 0:
-            with self._autocast():
-                pi, log_prob = self.actor.sample(obs, noise)
-                q_pi = self.critic(obs, pi)
-            a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
-            if c.auto_alpha:
-                al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-                policy_loss = a_loss + al_loss
-            else:
-                al_loss = torch.zeros((), device=self.device)
-                policy_loss = a_loss
-            self.policy_optimizer.zero_grad(set_to_none=True)
-            policy_loss.backward(inputs=self._policy_params)  # no gradients into the critics' weights
-            self.policy_optimizer.step()
-            self._last_actor_metrics = torch.stack([a_loss.detach(), al_loss.detach(), -log_prob.detach().mean()])
+        if not actor_first:  # SB3 order: actor and temperature with the updated critics
+            self._policy_step(obs, noise, alpha, alpha_first=False)
 
         # Targets: one fused lerp over all parameter tensors (no per-critic loop).
         with torch.no_grad():
@@ -385,6 +392,38 @@ class SAC:
             self._last_actor_metrics,
         ])
         return dict(zip(self._metric_names, values.tolist()))
+
+    def _policy_step(self, obs: Tensor, noise: Tensor, alpha: Tensor, *, alpha_first: bool) -> Tensor:
+        """Actor and temperature update (every ``actor_update_every`` updates); returns the alpha the critics use.
+
+        ``alpha_first=False`` (SB3): one backward and one step for both, the actor loss at ``alpha``.
+        ``alpha_first=True`` (EDAC/RAVL): the temperature steps first, then the actor loss uses the new alpha.
+        """
+        c = self.config
+        if self.num_updates % c.actor_update_every != 0:
+            return alpha
+        with self._autocast():
+            pi, log_prob = self.actor.sample(obs, noise)
+        al_loss = torch.zeros((), device=self.device)
+        if alpha_first and c.auto_alpha:
+            al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
+            self.policy_optimizer.zero_grad(set_to_none=True)
+            al_loss.backward(inputs=[self.log_alpha])  # the actor's grads stay None: its Adam step skips them
+            self.policy_optimizer.step()
+            alpha = self.log_alpha.detach().exp()
+        with self._autocast():
+            q_pi = self.critic(obs, pi)
+        a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
+        policy_loss = a_loss
+        if not alpha_first and c.auto_alpha:
+            al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
+            policy_loss = a_loss + al_loss
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        # no gradients into the critics' weights (nor into log alpha: its loss detaches log pi)
+        policy_loss.backward(inputs=self._actor_params if alpha_first else self._policy_params)
+        self.policy_optimizer.step()
+        self._last_actor_metrics = torch.stack([a_loss.detach(), al_loss.detach(), -log_prob.detach().mean()])
+        return alpha
 
     # -- acting --------------------------------------------------------------------------------------------------
     def act(self, obs: np.ndarray | Tensor, deterministic: bool = False) -> Any:

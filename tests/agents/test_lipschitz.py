@@ -16,6 +16,7 @@ from mbrl.cli import main
 from mbrl.logging import read_csv
 from mbrl.models.ensemble import EnsembleConfig
 from mbrl.models.fit import FitConfig
+from mbrl.rl.lipschitz import critic_lipschitz_estimate
 from mbrl.rl.networks import SpectralNormEnsembleLinear
 from mbrl.rl.sac import SAC, SACConfig
 
@@ -40,7 +41,7 @@ def test_preset_is_the_cpu_preset_with_one_model_and_the_regularised_critic() ->
     assert lipschitz_preset("Hopper-v5", total_steps=7).total_steps == 7
 
 
-def test_regularised_critic_has_unit_spectral_norms_and_a_larger_adversarial_loss() -> None:
+def test_regularised_critic_has_unit_spectral_norms() -> None:
     spec = get_spec("Hopper-v5")
     cfg = LipschitzConfig(adv_epsilon=0.05).apply(SACConfig(hidden=32, batch_size=32))
     sac = SAC(spec.obs_dim, spec.action_dim, -np.ones(3), np.ones(3), cfg, generator=torch.Generator().manual_seed(0))
@@ -48,15 +49,32 @@ def test_regularised_critic_has_unit_spectral_norms_and_a_larger_adversarial_los
     assert [isinstance(layer, SpectralNormEnsembleLinear) for layer in layers] == [True, True, False]
     agent = DynaAgent(tiny_config(use_model=False, total_steps=64, init_random_steps=64), run_dir=None)
     agent.learn()
-    metrics = {}
     for _ in range(30):
-        metrics = sac.update(agent.real_buffer.sample(32))
-    assert metrics["adv_critic_loss"] > metrics["critic_loss"]
+        sac.update(agent.real_buffer.sample(32))
     for layer in layers[:2]:
         assert isinstance(layer, SpectralNormEnsembleLinear)
         layer.power_iteration(200)
         top = torch.linalg.matrix_norm(layer.normalized_weight().detach(), ord=2)
         assert torch.allclose(top, torch.ones_like(top), atol=1e-3)
+
+
+def test_regulariser_lowers_the_critic_lipschitz_estimate() -> None:
+    """The same critic trained on the same batches with and without the regulariser (spectral norm + adversarial
+    inputs): the regularised one ends with a smaller Lipschitz estimate in the observation."""
+    spec = get_spec("Hopper-v5")
+    agent = DynaAgent(tiny_config(use_model=False, total_steps=256, init_random_steps=256), run_dir=None)
+    agent.learn()
+    data = agent.real_buffer.all()
+    base = SACConfig(hidden=64, batch_size=64, critic_lr=1e-3)
+    estimates = {}
+    for name, cfg in {"plain": base, "regularised": LipschitzConfig(adv_epsilon=0.05).apply(base)}.items():
+        sac = SAC(spec.obs_dim, spec.action_dim, -np.ones(3), np.ones(3), cfg, generator=torch.Generator().manual_seed(0))
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            rows = torch.as_tensor(rng.integers(0, len(data), 64))
+            sac.update(data.index(rows))
+        estimates[name] = critic_lipschitz_estimate(sac, data.obs[:256])
+    assert estimates["regularised"] < 0.7 * estimates["plain"], estimates  # measured here: 1.28 vs 3.10
 
 
 def tiny_config(**overrides: object) -> DynaConfig:

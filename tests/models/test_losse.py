@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Callable
 
@@ -148,6 +149,12 @@ def test_ftl_weights_match_batch_ridge_after_incremental_updates() -> None:
             rest = np.setdiff1d(np.arange(f), c)
             w_ref[c] = np.linalg.solve(a[np.ix_(c, c)], bb[c] - a[np.ix_(c, rest)] @ w_ref[rest])
         np.testing.assert_allclose(model.regressor.w, w_ref, atol=1e-9)
+        # After every update the model's statistics define the dense ridge problem of all data so far: refined
+        # to convergence, a copy of the model equals numpy's solve of that problem.
+        converged = copy.deepcopy(model)
+        converged.regressor.block_size = 16
+        converged.refine(300)
+        np.testing.assert_allclose(converged.regressor.w, _ridge(x, y, lam), atol=1e-7)
     # the sufficient statistics are exact
     np.testing.assert_allclose(model.regressor.a, a, atol=1e-10)
     np.testing.assert_allclose(model.regressor.b, bb, atol=1e-10)

@@ -175,11 +175,66 @@ def test_edac_term_reported_and_changes_the_critic_update() -> None:
     plain, edac = make(0, num_critics=5), make(0, num_critics=5, edac_eta=5.0)
     mp, me = plain.update(batch(0)), edac.update(batch(0))
     assert "edac_loss" in me and "edac_loss" not in mp
-    assert -1.0 <= me["edac_loss"] <= 5.0 / 4  # mean pairwise cosine, scaled by N/(N-1) at most
     assert me["critic_loss"] == pytest.approx(mp["critic_loss"])  # same TD loss before the step
     assert not torch.equal(plain.critic.ensemble_layers()[0].weight, edac.critic.ensemble_layers()[0].weight)
     with pytest.raises(ValueError, match="num_critics >= 2"):
         SACConfig(num_critics=1, edac_eta=1.0)
+
+
+def test_edac_term_spans_its_exact_range() -> None:
+    """ES = sum_{i!=j} cos(g_i, g_j) / (N - 1) lies in [-N/(N-1), N]: N for aligned gradients, -N/(N-1) when
+    the unit gradients sum to zero."""
+    n = 4
+    g = torch.randn(1, 8, 3, generator=torch.Generator().manual_seed(0))
+    assert losses.edac_diversity_loss(g.expand(n, -1, -1)).item() == pytest.approx(n, rel=1e-6)
+    anti = torch.cat([g, -g, 2 * g, -0.5 * g])  # unit vectors e, -e, e, -e: their sum is zero
+    assert losses.edac_diversity_loss(anti).item() == pytest.approx(-n / (n - 1), rel=1e-6)
+    # In the learner: critics with identical weights have identical action gradients -> the term is N exactly.
+    sac = make(0, num_critics=n, edac_eta=1.0)
+    with torch.no_grad():
+        for layer in sac.critic.ensemble_layers():
+            layer.weight.copy_(layer.weight[:1].expand_as(layer.weight))
+            layer.bias.copy_(layer.bias[:1].expand_as(layer.bias))
+    assert sac.update(batch(0))["edac_loss"] == pytest.approx(n, rel=1e-5)
+
+
+def test_edac_term_under_bf16_matches_fp32() -> None:
+    """The cpu presets run EDAC's double backward under bf16 autocast: at RAVL's size (10 critics of 3 x 256,
+    batch 256) the term and the losses are finite and within 2 % of fp32 on the same weights and batch."""
+    b = batch(0, n=256)
+    kw = {"hidden": 256, "depth": 3, "num_critics": 10, "edac_eta": 1.0, "init": "edac"}
+    m32, m16 = make(3, **kw).update(b), make(3, use_bf16=True, **kw).update(b)
+    assert all(np.isfinite(v) for v in m16.values())
+    assert m16["edac_loss"] == pytest.approx(m32["edac_loss"], rel=0.02, abs=0.02)
+    assert m16["critic_loss"] == pytest.approx(m32["critic_loss"], rel=0.02)
+
+
+def test_edac_init_and_update_order_follow_the_released_code() -> None:
+    sac = make(0, depth=3, num_critics=3, init="edac")
+    critic = sac.critic.ensemble_layers()
+    assert all(torch.all(layer.bias == 0.1) for layer in critic[:-1])
+    assert critic[-1].weight.abs().max() <= 3e-3 and critic[-1].bias.abs().max() <= 3e-3
+    assert critic[-1].weight.std() > 1e-3  # drawn, not a constant
+    assert all(torch.all(layer.bias == 0.1) for layer in sac.actor.hidden_layers)  # type: ignore[attr-defined]
+    assert sac.actor.head.weight.abs().max() <= 1e-3 and sac.actor.head.bias.abs().max() <= 1e-3
+    bound = 1 / np.sqrt(32)  # hidden weights keep nn.Linear's U(-1/sqrt(in), 1/sqrt(in))
+    assert 0.8 * bound < critic[1].weight.abs().max() <= bound
+    # alpha -> actor -> critic: the temperature steps first; the actor steps with the new alpha on the critics
+    # as they were before this update; the critics' target uses the new alpha.
+    b = batch(1)
+    for order in ("alpha_actor_critic", "critic_first"):
+        learner, before = make(0, update_order=order, init_alpha=0.5), make(0, update_order=order, init_alpha=0.5)
+        noise = torch.empty(len(b), ACT).normal_(generator=before.generator)  # the update's first draw
+        metrics = learner.update(b)
+        with torch.no_grad():
+            pi, log_prob = before.actor.sample(b.obs, noise)
+            replayed = losses.actor_loss(before.critic(b.obs, pi), log_prob, metrics["alpha"])
+        if order == "alpha_actor_critic":
+            assert metrics["alpha"] != pytest.approx(0.5)  # the new alpha, already stepped
+            assert metrics["actor_loss"] == pytest.approx(replayed.item(), rel=1e-5)
+        else:  # SB3: one alpha for the update, actor on the updated critics
+            assert metrics["alpha"] == pytest.approx(0.5)
+            assert metrics["actor_loss"] != pytest.approx(replayed.item(), rel=1e-5)
 
 
 def test_adversarial_perturbation_increases_the_critic_loss_within_epsilon() -> None:
@@ -196,8 +251,18 @@ def test_adversarial_perturbation_increases_the_critic_loss_within_epsilon() -> 
         )
         size = delta.abs().amax(-1) if norm == "linf" else delta.norm(dim=-1)
         assert (size <= 0.1 + 1e-6).all() and (size > 0.05).all()
+        # The ascent finds a worse perturbation than 64 random ones of the same ball (a sign error would not).
+        gen = torch.Generator().manual_seed(7)
         with torch.no_grad():
-            assert sac.critic_td_loss(b.obs + delta, action, target) > sac.critic_td_loss(b.obs, action, target)
+            found = sac.critic_td_loss(b.obs + delta, action, target)
+            random_best = max(
+                sac.critic_td_loss(
+                    b.obs + losses.project_perturbation(0.1 * (2 * torch.rand(b.obs.shape, generator=gen) - 1) * 3, 0.1, norm),  # type: ignore[arg-type]
+                    action, target,
+                )
+                for _ in range(64)
+            )
+            assert found > random_best
 
 
 def test_spectral_norm_option_normalises_the_chosen_critic_layers() -> None:
