@@ -132,50 +132,96 @@ class DynaConfig:
             )
 
 
+@dataclass(frozen=True)
+class MBPOEnvConfig:
+    """MBPO's released per-env values (jannerm/mbpo ``examples/config/<env>/0.py``, key ``params['kwargs']``;
+    ``n_epochs`` from ``examples/development/base.py`` ``NUM_EPOCHS_PER_DOMAIN``)."""
+
+    target_entropy: float | None  # None: -|A|
+    rollout: RolloutSchedule
+    utd: int
+    epoch_length: int = 1000
+    init_random_steps: int = 5000
+    model_retain_epochs: int = 1
+    model_train_every: int = 250
+    n_epochs: int = 1000
+    model_hidden: int = 200
+
+
+MBPO_ENVS: dict[str, MBPOEnvConfig] = {
+    "Hopper-v5": MBPOEnvConfig(-1.0, RolloutSchedule(20, 150, 1, 15), utd=20, n_epochs=1000),
+    "HalfCheetah-v5": MBPOEnvConfig(-3.0, RolloutSchedule(20, 150, 1, 1), utd=40, n_epochs=3000),
+    "Walker2d-v5": MBPOEnvConfig(-3.0, RolloutSchedule(20, 150, 1, 1), utd=20, n_epochs=3000),
+    "Ant-v5": MBPOEnvConfig(-4.0, RolloutSchedule(20, 100, 1, 25), utd=20, n_epochs=1000),
+    "Humanoid-v5": MBPOEnvConfig(
+        -2.0, RolloutSchedule(20, 300, 1, 25), utd=20, model_retain_epochs=5, model_train_every=1000, model_hidden=400
+    ),
+    "InvertedPendulum-v5": MBPOEnvConfig(
+        -0.05, RolloutSchedule(1, 15, 1, 1), utd=10, epoch_length=250, init_random_steps=500, n_epochs=80
+    ),
+    "InvertedDoublePendulum-v5": MBPOEnvConfig(
+        -0.5, RolloutSchedule(1, 15, 1, 1), utd=20, epoch_length=250, init_random_steps=500, n_epochs=80
+    ),
+}
+"""Per-env MBPO configs (values and sources: ``docs/presets.md``). Envs MBPO did not release a config for use
+:data:`MBPO_DEFAULT_ENV` (ours)."""
+
+MBPO_DEFAULT_ENV = MBPOEnvConfig(target_entropy=None, rollout=RolloutSchedule(20, 100, 1, 1), utd=20)
+"""Ours, for envs without a released config: MBPO's constructor defaults for the schedule, UTD 20, retain 1
+epoch, target entropy ``-|A|``."""
+
+
+def mbpo_env(env_id: str) -> MBPOEnvConfig:
+    """The released per-env MBPO values for ``env_id`` (or :data:`MBPO_DEFAULT_ENV`)."""
+    return MBPO_ENVS.get(env_id, MBPO_DEFAULT_ENV)
+
+
 def mbpo_preset(env_id: str, **overrides: Any) -> DynaConfig:
-    """MBPO's published defaults (Janner et al. 2019, ``mbpo/examples/config``) for ``env_id``."""
-    schedules = {
-        "Hopper-v5": RolloutSchedule(20, 100, 1, 15),
-        "Walker2d-v5": RolloutSchedule(20, 100, 1, 1),
-        "HalfCheetah-v5": RolloutSchedule(20, 100, 1, 1),
-        "Ant-v5": RolloutSchedule(20, 100, 1, 25),
-        "InvertedPendulum-v5": RolloutSchedule(1, 15, 1, 1),
-        "InvertedDoublePendulum-v5": RolloutSchedule(1, 15, 1, 1),
-    }
-    utd = {"Hopper-v5": 20, "Walker2d-v5": 20, "HalfCheetah-v5": 40, "Ant-v5": 20}.get(env_id, 20)
+    """MBPO as released (Janner et al. 2019, jannerm/mbpo) for ``env_id``: the env's target entropy, rollout
+    schedule, UTD, epoch length, random warm-up, model retained for ``model_retain_epochs`` epochs, run length
+    ``n_epochs x epoch_length``; 100k rollouts per refit (400 per env step at a refit every 250), real ratio 0.05,
+    7 members / 5 elites of 4 x 200 (Humanoid 400), SAC 256 x 256 at lr 3e-4, batch 256. See
+    ``docs/presets.md`` for each value's source."""
+    env = mbpo_env(env_id)
+    refits_per_epoch = max(1, env.epoch_length // env.model_train_every)
     base = DynaConfig(
         env_id=env_id,
-        total_steps=125_000,
-        init_random_steps=5000,
-        epoch_length=1000,
-        model_train_every=250,
-        rollouts_per_step=400,
-        rollout=schedules.get(env_id, RolloutSchedule(20, 100, 1, 1)),
-        model_retain_refits=20,
-        utd=utd,
+        total_steps=env.n_epochs * env.epoch_length,
+        init_random_steps=env.init_random_steps,
+        epoch_length=env.epoch_length,
+        model_train_every=env.model_train_every,
+        rollouts_per_step=100_000 // env.model_train_every,  # rollout_batch_size 100e3 per refit
+        rollout=env.rollout,
+        model_retain_refits=env.model_retain_epochs * refits_per_epoch,
+        utd=env.utd,
         real_ratio=0.05,
-        eval_every=5000,
-        ensemble=EnsembleConfig(num_members=7, num_elites=5, full_info=False),
+        eval_every=5 * env.epoch_length,
+        sac=SACConfig(
+            hidden=256, depth=2, num_critics=2, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99, tau=5e-3,
+            batch_size=256, log_std_min=-20.0, log_std_max=2.0,
+            target_entropy=env.target_entropy,
+        ),
+        ensemble=EnsembleConfig(num_members=7, num_elites=5, hidden=env.model_hidden, depth=4, full_info=False),
         fit=FitConfig(max_epochs=None, max_time_s=None),
     )
     return replace(base, **overrides)
 
 
 def cpu_preset(env_id: str, **overrides: Any) -> DynaConfig:
-    """A CPU-scaled preset: fewer rollouts and updates per step, capped model epochs."""
+    """MBPO's per-env config (:func:`mbpo_preset`: networks, losses, optimisers, target entropy, schedule,
+    retention) on a CPU budget, ours: 25k env steps (InvertedPendulum: 5k), a quarter of MBPO's rollouts
+    (100 per env step instead of 400), at most 10 SAC updates per env step, model fits capped at 15 epochs / 30 s, warm-up 1000 steps
+    (InvertedPendulum keeps MBPO's 500)."""
+    env = mbpo_env(env_id)
     base = mbpo_preset(
         env_id,
-        total_steps=25_000,
-        init_random_steps=1000 if env_id not in ("InvertedPendulum-v5",) else 500,
-        rollouts_per_step=100,
-        utd=10,
-        model_retain_refits=8,
+        total_steps=5000 if env_id == "InvertedPendulum-v5" else 25_000,
+        init_random_steps=min(env.init_random_steps, 1000),
+        rollouts_per_step=25_000 // env.model_train_every,
+        utd=min(env.utd, 10),
+        eval_every=1000 if env_id == "InvertedPendulum-v5" else 5000,
         fit=FitConfig(max_epochs=15, max_time_s=30.0),
     )
-    if env_id == "InvertedPendulum-v5":
-        base = replace(
-            base, total_steps=5000, epoch_length=250, rollout=RolloutSchedule(1, 1, 1, 1), eval_every=1000
-        )
     return replace(base, **overrides)
 
 

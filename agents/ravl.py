@@ -8,12 +8,15 @@ of the last ``retain_epochs`` epochs; each SAC update draws ``real_ratio`` of it
 rest from the model buffer. RAVL uses NO dynamics-uncertainty penalty: its pessimism is SAC-N's (N=10 critics,
 target = min over all critics) plus the EDAC diversity term (eta), which detects the "edge-of-reach" states
 (reached only as the last state of a truncated rollout, so their values are never trained) through the
-critics' disagreement there. Paper defaults (``github.com/anyasims/edge-of-reach``): N=10, eta=1, k=5,
-real_ratio 0.05, 50k rollouts per epoch of 1000 updates, 5 retained epochs, 3000 epochs.
+critics' disagreement there. Released defaults (anyasims/edge-of-reach): N=10, eta=1, k=5, real_ratio 0.05,
+50k rollouts per epoch of 1000 updates, 5 retained epochs, 3000 epochs, 3 x 256 nets (:data:`RAVL_SAC`).
 
 MOPO — Yu et al., "MOPO: Model-based Offline Policy Optimization" (NeurIPS 2020): same loop, 2 critics, and the
 reward of every model transition is penalised by ``penalty_coef * u(s, a)`` where ``u`` is the ensemble's
-``max_e ||sigma_e(s, a)||`` (``info["uncertainty"]`` of ``ProbabilisticEnsemble`` with ``full_info=True``).
+``max_e ||sigma_e(s, a)||`` over all members (``info["uncertainty"]`` of ``ProbabilisticEnsemble`` with
+``full_info=True``); lambda and k per dataset from the released configs (:data:`MOPO_TASKS`).
+
+Every preset value and its source: ``docs/presets.md`` (checked by ``tests/test_presets.py``).
 
 MOREC — Luo et al., "Reward-Consistent Dynamics Models are Strongly Generalizable for Offline RL" (ICLR 2024):
 with ``filter="morec"`` the rollouts go through :class:`~mbrl.models.morec.RewardConsistentFilter` (per step the
@@ -132,13 +135,63 @@ _BUDGETS: dict[str, tuple[int, int, int, int, int, FitConfig]] = {
     "quick": (300, 200, 100, 150, 2, FitConfig(max_epochs=3, max_time_s=20.0, max_holdout=500)),
 }
 
+RAVL_SAC = SACConfig(
+    hidden=256, depth=3, num_critics=10, edac_eta=1.0, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99,
+    tau=5e-3, batch_size=256, target_entropy=None, log_std_min=-5.0, log_std_max=2.0, init="edac",
+    update_order="alpha_actor_critic",
+)
+"""RAVL's learner as released (anyasims/edge-of-reach ``train_ravl_agent.py`` / ``agent_training/agent.py``,
+adapted from CORL's ``edac.py``): 10 critics and actor of 3 x 256, EDAC eta 1, lr 3e-4 for actor, critics and
+alpha, gamma 0.99, tau 5e-3, batch 256, target entropy -|A|, log-std in [-5, 2], EDAC's initialisation, update
+order alpha -> actor -> critic. Provenance per value: ``docs/presets.md``."""
 
-def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLConfig:
-    """RAVL at the paper's defaults (N=10, eta=1, k=5, real_ratio 0.05, 7 members / 5 elites) with the
-    ``preset``'s budget: ``"paper"`` 3M updates, ``"cpu"`` 50k updates and 5k rollouts per epoch (about an hour
-    on one core at ~15-20 updates/s), ``"quick"`` a few hundred updates (smoke tests). ``overrides`` replace
-    fields of :class:`RAVLConfig`, or of the loop when named ``loop_<field>``."""
+MOPO_SAC = SACConfig(
+    hidden=256, depth=2, num_critics=2, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99, tau=5e-3,
+    batch_size=256, target_entropy=-3.0, log_std_min=-20.0, log_std_max=2.0,
+)
+"""MOPO's learner as released (tianheyu927/mopo, softlearning's SAC): 2 critics and actor of 2 x 256, lr 3e-4,
+gamma 0.99, tau 5e-3, batch 256, log-std in [-20, 2], target entropy -3 for every D4RL dataset
+(``examples/config/d4rl/base.py``). Provenance per value: ``docs/presets.md``."""
+
+# MOPO's per-dataset (penalty coefficient lambda, rollout length h): tianheyu927/mopo examples/config/d4rl/<task>.py
+# (D4RL v0; "mixed" = medium-replay). Datasets not listed (e.g. expert) use MOPO_DEFAULT_TASK, which is ours.
+MOPO_TASKS: dict[tuple[str, str], tuple[float, int]] = {
+    ("hopper", "random"): (1.0, 5),
+    ("hopper", "medium"): (5.0, 5),
+    ("hopper", "medium-replay"): (1.0, 5),
+    ("hopper", "medium-expert"): (1.0, 5),
+    ("halfcheetah", "random"): (0.5, 5),
+    ("halfcheetah", "medium"): (1.0, 1),
+    ("halfcheetah", "medium-replay"): (1.0, 5),
+    ("halfcheetah", "medium-expert"): (5.0, 5),
+}
+MOPO_DEFAULT_TASK = (1.0, 5)
+"""Ours, for datasets MOPO released no config for: lambda 1 and h 5, the most common values of its table."""
+
+_ENVS = ("halfcheetah", "hopper", "walker2d", "ant", "humanoid", "invertedpendulum", "inverteddoublependulum")
+_SPLITS = ("medium-replay", "medium-expert", "full-replay", "random", "medium", "expert")
+
+
+def dataset_task(dataset: str) -> tuple[str | None, str | None]:
+    """``(env, split)`` named by a dataset id or path, e.g. ``"mbrl/hopper/medium-replay-v0"`` or
+    ``"data/hopper-medium.hdf5"`` -> ``("hopper", "medium-replay")`` / ``("hopper", "medium")``; ``None`` where
+    the name does not say. MOPO's "mixed" is medium-replay."""
+    name = dataset.lower().replace("_", "-").replace("mixed", "medium-replay")
+    env = next((e for e in sorted(_ENVS, key=len, reverse=True) if e in name.replace("-", "")), None)
+    split = next((sp for sp in _SPLITS if sp in name), None)
+    return env, split
+
+
+def _budget(
+    dataset: str, preset: Preset, overrides: Mapping[str, Any], *, paper_updates: int = 3_000_000
+) -> tuple[OfflineLoopConfig, int, int, FitConfig, dict[str, Any]]:
+    """The loop, rollouts per epoch, updates per epoch and fit of ``preset`` (``paper_updates``: the paper's
+    run length); returns the non-loop overrides."""
+    if preset not in _BUDGETS:
+        raise ValueError(f"unknown preset {preset!r} (paper, cpu, quick)")
     updates, rollouts, per_epoch, evals, episodes, fit_config = _BUDGETS[preset]
+    if preset == "paper":
+        updates = paper_updates
     loop_kw = {k[5:]: v for k, v in overrides.items() if k.startswith("loop_")}
     rest = {k: v for k, v in overrides.items() if not k.startswith("loop_")}
     loop = OfflineLoopConfig(
@@ -149,46 +202,70 @@ def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLC
         checkpoint_every=evals,
         log_every=min(1000, per_epoch),
     )
-    # bf16 autocast on the CPU preset: measured 3.4x faster RAVL updates here (AMX; 10 -> 35 updates/s on a
-    # loaded 2-core machine); the paper preset keeps fp32.
-    sac = SACConfig(num_critics=10, edac_eta=1.0, use_bf16=preset == "cpu")
+    return replace(loop, **loop_kw), rollouts, per_epoch, fit_config, rest
+
+
+def _for_preset(sac: SACConfig, preset: Preset) -> SACConfig:
+    """The paper learner on a preset: ``cpu`` adds bf16 autocast (ours: measured 3.4x faster RAVL updates on
+    an AMX machine, 10 -> 35 updates/s; EDAC's term under bf16 is within 2 % of fp32, tests/rl/test_sac.py);
+    ``quick`` shrinks everything for smoke tests."""
+    if preset == "cpu":
+        return replace(sac, use_bf16=True)
     if preset == "quick":
-        sac = replace(sac, hidden=64, num_critics=4, batch_size=64)
-    morec = MorecConfig(reward=dynamics_reward_preset(preset))
+        return replace(sac, hidden=64, depth=2, num_critics=min(sac.num_critics, 4), batch_size=64)
+    return sac
+
+
+def _ensemble(preset: Preset, full_info: bool) -> EnsembleConfig:
+    if preset == "quick":
+        return EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=full_info)
+    return EnsembleConfig(num_members=7, num_elites=5, full_info=full_info)
+
+
+def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLConfig:
+    """RAVL as released (:data:`RAVL_SAC`; N=10, eta=1, k=5, real_ratio 0.05, 50k rollouts per epoch of 1000
+    updates, 5 retained epochs, 7 members / 5 elites) with the ``preset``'s budget: ``"paper"`` 3M updates,
+    ``"cpu"`` 50k updates and 5k rollouts per epoch with bf16 matmuls, ``"quick"`` a few hundred updates on
+    small nets (smoke tests). ``overrides`` replace fields of :class:`RAVLConfig`, or of the loop when named
+    ``loop_<field>``."""
+    loop, rollouts, per_epoch, fit_config, rest = _budget(dataset, preset, overrides)
     base = RAVLConfig(
-        loop=replace(loop, **loop_kw),
-        sac=sac,
+        loop=loop,
+        sac=_for_preset(RAVL_SAC, preset),
+        ensemble=_ensemble(preset, full_info=False),
         fit=fit_config,
+        rollout_length=5,
         rollouts_per_epoch=rollouts,
         updates_per_epoch=per_epoch,
-        morec=morec,
-        ensemble=EnsembleConfig(num_members=7, num_elites=5, full_info=False)
-        if preset != "quick"
-        else EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=False),
+        retain_epochs=5,
+        real_ratio=0.05,
+        morec=MorecConfig(reward=dynamics_reward_preset(preset)),
     )
     return replace(base, **rest)
 
 
 def mopo_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLConfig:
-    """MOPO (Yu et al. 2020): 2 critics, no EDAC, reward penalty lambda=1 on ``max_e ||sigma_e||``, k=5,
-    otherwise the same budget and model as :func:`ravl_preset`."""
-    base = ravl_preset(dataset, preset)
-    sac = replace(base.sac, num_critics=2, edac_eta=0.0)
-    base = replace(
-        base,
-        sac=sac,
+    """MOPO as released (:data:`MOPO_SAC`; per-dataset lambda and h from :data:`MOPO_TASKS`, named from the
+    dataset id or file name by :func:`dataset_task`; 50k rollouts per epoch of 1000 updates, 5 retained epochs,
+    real_ratio 0.05, penalty ``max over all members of ||sigma||``) with the ``preset``'s budget (``paper``:
+    MOPO's 1000 epochs = 1M updates)."""
+    loop, rollouts, per_epoch, fit_config, rest = _budget(dataset, preset, overrides, paper_updates=1_000_000)
+    coef, length = MOPO_TASKS.get(dataset_task(dataset), MOPO_DEFAULT_TASK)  # type: ignore[arg-type]
+    base = RAVLConfig(
+        loop=loop,
+        sac=_for_preset(MOPO_SAC, preset),
+        ensemble=_ensemble(preset, full_info=True),
+        fit=fit_config,
         penalty="uncertainty",
-        penalty_coef=1.0,
-        ensemble=replace(base.ensemble, full_info=True),
+        penalty_coef=coef,
+        rollout_length=length,
+        rollouts_per_epoch=rollouts,
+        updates_per_epoch=per_epoch,
+        retain_epochs=5,
+        real_ratio=0.05,
+        morec=MorecConfig(reward=dynamics_reward_preset(preset)),
     )
-    return ravl_preset_overrides(base, overrides)
-
-
-def ravl_preset_overrides(base: RAVLConfig, overrides: Mapping[str, Any]) -> RAVLConfig:
-    """Apply ``ravl_preset``-style overrides (``loop_<field>`` for the loop) to ``base``."""
-    loop_kw = {k[5:]: v for k, v in overrides.items() if k.startswith("loop_")}
-    rest = {k: v for k, v in overrides.items() if not k.startswith("loop_")}
-    return replace(base, loop=replace(base.loop, **loop_kw), **rest)
+    return replace(base, **rest)
 
 
 class UncertaintyPenalty(DelegatingModel):

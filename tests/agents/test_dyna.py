@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset, mbpo_preset
+from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset
 from mbrl.cli import main
 from mbrl.logging import Logger, read_csv
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -44,14 +44,6 @@ def tiny_config(**overrides: object) -> DynaConfig:
 def test_rollout_schedule_is_linear_between_epochs() -> None:
     s = RolloutSchedule(20, 100, 1, 15)
     assert [s.length(e) for e in (0, 20, 60, 100, 500)] == [1, 1, 8, 15, 15]
-
-
-def test_presets_carry_mbpo_defaults() -> None:
-    c = mbpo_preset("Hopper-v5")
-    assert (c.ensemble.num_members, c.ensemble.num_elites) == (7, 5)
-    assert (c.rollouts_per_step, c.model_train_every, c.utd, c.real_ratio) == (400, 250, 20, 0.05)
-    assert c.rollout == RolloutSchedule(20, 100, 1, 15)
-    assert cpu_preset("Hopper-v5").utd < c.utd
 
 
 @pytest.mark.parametrize(

@@ -120,16 +120,10 @@ def test_smoke_run_logs_normalized_score(algo: str, dataset: OfflineDataset) -> 
         assert len(agent.model_buffer) > 0
 
 
-def test_presets_follow_the_papers() -> None:
-    ravl = ravl_preset("x", "paper")
-    assert (ravl.sac.num_critics, ravl.sac.edac_eta, ravl.rollout_length, ravl.real_ratio) == (10, 1.0, 5, 0.05)
-    assert (ravl.ensemble.num_members, ravl.ensemble.num_elites, ravl.penalty) == (7, 5, "none")
-    assert ravl.loop.updates == 3_000_000 and ravl.rollouts_per_epoch == 50_000 and ravl.retain_epochs == 5
-    mopo = mopo_preset("x", "paper")
-    assert (mopo.sac.num_critics, mopo.sac.edac_eta, mopo.penalty, mopo.ensemble.full_info) == (2, 0.0, "uncertainty", True)
-    assert ravl_preset("x", "cpu").loop.updates < ravl.loop.updates
+def test_mopo_needs_every_member_for_its_penalty() -> None:
+    """The preset values themselves are checked against the released ones in tests/test_presets.py."""
     with pytest.raises(ValueError, match="full_info"):
-        replace(ravl, penalty="uncertainty")
+        replace(ravl_preset("x", "paper"), penalty="uncertainty")
 
 
 # ----------------------------------------------------------------------------------- targets and terminations
