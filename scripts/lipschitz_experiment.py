@@ -123,21 +123,37 @@ def run_one(arm: str, env: str, steps: int, seed: int, quick: bool, run_dir: Pat
     return result
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], digits: int = 1) -> str:
     arr = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     if arr.size == 0:
         return "n/a"
-    return f"{arr.mean():.1f} ± {arr.std():.1f}" if arr.size > 1 else f"{arr.mean():.1f}"
+    return f"{arr.mean():.{digits}f} ± {arr.std():.{digits}f}" if arr.size > 1 else f"{arr.mean():.{digits}f}"
 
 
 def _last(curve: list[list[float]]) -> float:
     return curve[-1][1] if curve else float("nan")
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per arm, mean ± std over seeds."""
+def _mean_from(curve: list[list[float]], start: int) -> float:
+    """Mean of the curve's values at steps >= ``start`` (NaN when there are none)."""
+    values = [v for s, v in curve if s >= start and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def gap_window(results: list[dict[str, Any]], start: int) -> tuple[int, int] | None:
+    """First and last logged Bellman-gap steps >= ``start`` over all runs (the window the table averages)."""
+    steps = [int(s) for r in results for s, _ in r["bellman_gap_curve"] if s >= start]
+    return (min(steps), max(steps)) if steps else None
+
+
+def table(results: list[dict[str, Any]], gap_from: int = 1250) -> str:
+    """Markdown table: one row per arm, mean ± std over seeds; the Bellman gap as its last value and its mean
+    over the logged steps >= ``gap_from``."""
+    window = gap_window(results, gap_from)
+    span = f"{window[0]}–{window[1]}" if window else f">= {gap_from}"
     lines = [
-        "| arm | seeds | final return | model train s | rollout s | model+rollout vs (a) | last critic Lipschitz | last Bellman gap |",
+        "| arm | seeds | final return | model train s | rollout s | model+rollout vs (a) | last critic Lipschitz "
+        f"| Bellman gap, last / mean over steps {span} |",
         "|---|---|---|---|---|---|---|---|",
     ]
     by_arm = {arm: [r for r in results if r["arm"] == arm] for arm in ARMS}
@@ -152,7 +168,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {LABELS[arm]} | {len(rs)} | {_mean_std([r['final_return'] for r in rs])} "
             f"| {_mean_std([r['model_time_s'] for r in rs])} | {_mean_std([r['rollout_time_s'] for r in rs])} "
             f"| {ratio} | {_mean_std([_last(r['lipschitz_curve']) for r in rs])} "
-            f"| {_mean_std([_last(r['bellman_gap_curve']) for r in rs])} |"
+            f"| {_mean_std([_last(r['bellman_gap_curve']) for r in rs], 3)} / "
+            f"{_mean_std([_mean_from(r['bellman_gap_curve'], gap_from) for r in rs], 3)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -201,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diag-states", type=int, default=256, help="replay states per diagnostic")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="output folder (default runs/lipschitz_experiment[_quick])")
+    parser.add_argument("--gap-from", type=int, default=1250, help="the Bellman gap's mean starts at this step")
     parser.add_argument("--quick", action="store_true", help="tiny settings to check the script end to end")
     args = parser.parse_args(argv)
 
@@ -225,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             (out / "results.json").write_text(json.dumps(results, indent=1))
-    md = table(results)
+    md = table(results, args.gap_from if not args.quick else 250)
     header = f"{args.env}, {steps} env steps, seeds 0..{seeds - 1} (cpu preset; model+rollout wall-clock in s)\n\n"
     (out / "table.md").write_text(header + md)
     plot(results, out / "lipschitz_experiment.png")

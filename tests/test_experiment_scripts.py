@@ -1,0 +1,62 @@
+"""Every experiment script behind a README figure runs end to end with ``--quick`` (seconds each) and writes what
+the README's figures are made from. Scripts with their own tests: offline_benchmark, idm_experiment,
+compare_runs, examples/custom_world_model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _run(script: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), "--quick", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_edge_of_reach_quick(tmp_path: Path) -> None:
+    _run("edge_of_reach.py", "--out", str(tmp_path / "eor"), cwd=tmp_path)
+    results = json.loads((tmp_path / "eor" / "edge_of_reach.json").read_text())
+    assert {(r["method"], r["dynamics"]) for r in results} == {
+        ("mopo", "learned"), ("mopo", "true"), ("ravl", "learned"), ("ravl", "true")
+    }
+    assert all(len(r["q_steps"]) == len(r["q_mean"]) > 0 and r["eval_steps"] for r in results)
+    assert (tmp_path / "eor" / "edge_of_reach.png").is_file()
+
+
+def test_lipschitz_experiment_quick_prints_the_bellman_gap_columns(tmp_path: Path) -> None:
+    out = _run("lipschitz_experiment.py", "--out", str(tmp_path / "lip"), cwd=tmp_path)
+    assert "Bellman gap, last / mean over steps" in out
+    results = json.loads((tmp_path / "lip" / "results.json").read_text())
+    assert {r["arm"] for r in results} == {"ensemble", "single", "single_lip"}
+    assert all(r["bellman_gap_curve"] for r in results)
+
+
+def test_losse_stream_quick(tmp_path: Path) -> None:
+    out = _run("losse_stream.py", cwd=tmp_path)
+    assert "Losse-FTL update (median)" in out and "final FTL residual" in out
+    assert (tmp_path / "bench_results" / "losse_stream" / "losse_stream.json").is_file()
+
+
+def test_model_quality_quick(tmp_path: Path) -> None:
+    out = _run("model_quality.py", cwd=tmp_path)
+    assert "ensemble / mean-delta one-step MSE" in out
+
+
+def test_morec_experiment_quick(tmp_path: Path) -> None:
+    _run("morec_experiment.py", "--out", str(tmp_path / "morec"), cwd=tmp_path)
+    report = json.loads((tmp_path / "morec" / "morec.json").read_text())
+    assert {"dataset", "fit", "error"} <= set(report)
+    assert (tmp_path / "morec" / "morec_error.png").is_file()
+
+
+def test_hypercrl_experiment_quick(tmp_path: Path) -> None:
+    _run("hypercrl_experiment.py", "--out", str(tmp_path / "hypercrl"), "--seeds", "1", "--no-tensorboard", cwd=tmp_path)
+    assert json.loads((tmp_path / "hypercrl" / "results.json").read_text())["runs"]
+    assert (tmp_path / "hypercrl" / "summary.md").is_file() and (tmp_path / "hypercrl" / "hypercrl_heatmap.png").is_file()
