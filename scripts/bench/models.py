@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.rollouts import DEFAULT_CHUNK_SIZE, rollout
 from mbrl.types import TransitionBatch
+from mbrl.utils import cpu_name
 
 OBS, ACT, MEMBERS, ELITES, HIDDEN, DEPTH, BATCH, HORIZON = 17, 6, 7, 5, 200, 4, 256, 5
 OUT = OBS + 1
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "allocator_tuned": tuned,
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__,
