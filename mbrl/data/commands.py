@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import tyro
 
 from mbrl.data.io import HDF5_SUFFIXES, NPZ_SUFFIXES, load_dataset, save_hdf5, save_minari, save_npz
+from mbrl.data.validate import DatasetError
 
 Source = Annotated[str, tyro.conf.arg(metavar="SOURCE")]
 EnvId = Annotated[str | None, tyro.conf.arg(metavar="ENV_ID")]
@@ -20,14 +21,26 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def info(source: Source, /, env: EnvId = None, json: bool = False) -> int:
+def info(source: Source, /, env: EnvId = None, json: bool = False, check: bool = False) -> int:
     """Print a summary of an offline dataset (HDF5 in D4RL layout, .npz, or a local Minari dataset id).
 
     Args:
         source: a .hdf5/.h5/.npz file, or a Minari dataset id under $MINARI_DATASETS_PATH.
         env: gymnasium env id to check obs/action dims against (when the dataset does not name one).
         json: print one JSON object instead of text.
+        check: validate only: print every problem of the file, one per line, and exit 1 if there is any
+            (0 and "ok" when there is none).
     """
+    if check:
+        try:
+            load_dataset(source, env_id=env)
+        except DatasetError as exc:
+            print(f"{source}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}")
+            for problem in exc.problems:
+                print(f"  - {problem}")
+            return 1
+        print(f"{source}: ok")
+        return 0
     ds = load_dataset(source, env_id=env)
     summary = ds.summary()
     if json:

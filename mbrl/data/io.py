@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from mbrl.data.validate import (
     ARRAY_KEYS,
     REQUIRED_KEYS,
     DatasetError,
-    check_arrays,
-    check_dtype,
+    array_problems,
     check_env_dims,
+    dtype_problem,
     is_registered_env,
+    raise_problems,
 )
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -126,20 +127,26 @@ def _build(
     source: str,
     arrays: dict[str, np.ndarray | None],
     *,
+    refused: Mapping[str, str] | None = None,
     env_id: str | None,
     metadata: dict[str, Any],
     action_free: bool = False,
 ) -> OfflineDataset:
     """Validate raw file arrays, derive ``next_observations`` when absent, and build the dataset.
 
-    ``env_id`` (found in the file) is attached unchecked; ``load_dataset`` checks it when gymnasium knows it.
+    ``refused``: keys the reader could not take (unreadable, pickled, a group), with their problem; they are
+    reported together with every problem of the other arrays, in one error. ``env_id`` (found in the file) is
+    attached unchecked; ``load_dataset`` checks it when gymnasium knows it.
     """
     # A plain D4RL-layout file with every other required key but no ``actions`` key at all is clearly an
     # action-free dataset (states and rewards only, as in semi-supervised offline RL), marker or not.
     if arrays.get("actions") is None and all(arrays.get(k) is not None for k in REQUIRED_KEYS if k != "actions"):
         action_free = True
     required = tuple(k for k in REQUIRED_KEYS if not (action_free and k == "actions"))
-    check_arrays(source, arrays, required=required)
+    refused = dict(refused or {})
+    problems = list(refused.values())
+    problems += array_problems(arrays, required=tuple(k for k in required if k not in refused))
+    raise_problems(source, problems)
     if arrays.get("next_observations") is None:
         derived = derive_next_observations(
             source,
@@ -198,16 +205,18 @@ def _read_hdf5(path: Path) -> OfflineDataset:
         raise DatasetError(f"{source}: not a readable HDF5 file ({exc})") from exc
     with f:
         arrays: dict[str, np.ndarray | None] = {}
+        refused: dict[str, str] = {}  # key -> problem; every key is read and checked before anything is raised
         for key in ARRAY_KEYS:
             if key not in f:
                 continue
             node = f[key]
             if not isinstance(node, h5py.Dataset):
-                raise DatasetError(f"{source}: key {key!r} is a group, expected an array")
+                refused[key] = f"key {key!r} is a group, expected an array"
+                continue
             try:
                 arrays[key] = np.asarray(node[()])
             except (OSError, TypeError, ValueError) as exc:
-                raise DatasetError(f"{source}: key {key!r} cannot be read ({exc})") from exc
+                refused[key] = f"key {key!r} cannot be read ({exc})"
         metadata: dict[str, Any] = {}
         for key, value in f.attrs.items():
             metadata[key] = _plain(value)
@@ -230,6 +239,7 @@ def _read_hdf5(path: Path) -> OfflineDataset:
     return _build(
         source,
         arrays,
+        refused=refused,
         env_id=None if env_id is None else str(env_id),
         metadata=metadata,
         action_free=action_free,
@@ -305,19 +315,21 @@ def _read_npz(path: Path) -> OfflineDataset:
     env_id: str | None = None
     metadata: dict[str, Any] = {}
     action_free = False
+    refused: dict[str, str] = {}  # key -> problem; every key is read and checked before anything is raised
     with data:
-        # Every member is read (an object array raises here instead of being skipped) and checked.
+        # Every member is read (an object array is refused, never unpickled, and never silently skipped).
         for key in data.files:
             try:
                 value = data[key]
             except ValueError as exc:
                 if "allow_pickle" in str(exc):
-                    raise DatasetError(
-                        f"{source}: key {key!r} is an object array (needs pickle); refusing to load it"
-                    ) from exc
-                raise DatasetError(f"{source}: key {key!r} cannot be read ({exc})") from exc
+                    refused[key] = f"key {key!r} is an object array (needs pickle); refusing to load it"
+                else:
+                    refused[key] = f"key {key!r} cannot be read ({exc})"
+                continue
             except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise DatasetError(f"{source}: key {key!r} cannot be read ({exc})") from exc
+                refused[key] = f"key {key!r} cannot be read ({exc})"
+                continue
             if key in _META_KEYS:
                 if value.ndim != 0 or value.dtype.kind != "U":
                     raise DatasetError(
@@ -333,13 +345,18 @@ def _read_npz(path: Path) -> OfflineDataset:
                             f"{source}: key 'metadata_json' is not valid JSON ({exc})"
                         ) from exc
             elif key == "action_free":
-                check_dtype(source, key, value)
-                action_free = bool(value)
+                problem = dtype_problem(key, value)
+                if problem is not None:
+                    refused[key] = problem
+                else:
+                    action_free = bool(value)
+            elif key in ARRAY_KEYS:
+                arrays[key] = value  # dtype, shape and values are checked with the other keys in _build
             else:
-                check_dtype(source, key, value)
-                if key in ARRAY_KEYS:
-                    arrays[key] = value
-    return _build(source, arrays, env_id=env_id, metadata=metadata, action_free=action_free)
+                problem = dtype_problem(key, value)
+                if problem is not None:
+                    refused[key] = problem
+    return _build(source, arrays, refused=refused, env_id=env_id, metadata=metadata, action_free=action_free)
 
 
 def save_npz(ds: OfflineDataset, path: str | os.PathLike[str]) -> None:

@@ -40,22 +40,85 @@ _NDIM: dict[str, tuple[int, str]] = {
 
 
 class DatasetError(ValueError):
-    """Bad dataset input. The message is one line: ``<file>: <key>: <problem>``.
+    """Bad dataset input. The message is one line: ``<file>: <key>: <problem>``, or, when a file has several
+    problems, ``<file>: N problems: <problem 1>; <problem 2>; ...`` (each also in ``problems``).
 
     A ``ValueError`` so that the ``mbrl`` command prints it as one line and exits 2.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
         # One line always: messages may embed text from h5py/zipfile errors that span lines.
         super().__init__(" ".join(str(message).split()))
+        self.problems: list[str] = list(problems) if problems else [" ".join(str(message).split())]
+
+
+def dtype_problem(key: str, array: np.ndarray) -> str | None:
+    """What is wrong with ``array``'s dtype (object, string, other non-numeric), or ``None``."""
+    if array.dtype == object:
+        return f"key {key!r} is an object array (dtype=object); refusing to load it"
+    if not (np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)):
+        return f"key {key!r} has non-numeric dtype {array.dtype}"
+    return None
 
 
 def check_dtype(source: str, key: str, array: np.ndarray) -> None:
     """Refuse object, string and other non-numeric arrays (an npz object array is refused, not skipped)."""
-    if array.dtype == object:
-        raise DatasetError(f"{source}: key {key!r} is an object array (dtype=object); refusing to load it")
-    if not (np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)):
-        raise DatasetError(f"{source}: key {key!r} has non-numeric dtype {array.dtype}")
+    problem = dtype_problem(key, array)
+    if problem is not None:
+        raise DatasetError(f"{source}: {problem}")
+
+
+def raise_problems(source: str, problems: list[str]) -> None:
+    """Raise one :class:`DatasetError` naming every problem (nothing when ``problems`` is empty)."""
+    if len(problems) == 1:
+        raise DatasetError(f"{source}: {problems[0]}", problems)
+    if problems:
+        raise DatasetError(f"{source}: {len(problems)} problems: " + "; ".join(problems), problems)
+
+
+def array_problems(arrays: Mapping[str, np.ndarray | None], *, required: tuple[str, ...]) -> list[str]:
+    """Every problem of raw arrays in the D4RL vocabulary: missing keys, bad dtypes, wrong ndim, an empty
+    dataset, length mismatches (against ``observations``), obs dims of ``next_observations``, and NaN/Inf per
+    key with their counts and first rows. Checks that need a sound key (length, values) skip keys already
+    found broken."""
+    present = {k: v for k, v in arrays.items() if v is not None}
+    problems: list[str] = []
+    missing = [k for k in required if k not in present]
+    if missing:
+        found = ", ".join(sorted(present)) or "nothing"
+        names = ", ".join(repr(k) for k in missing)
+        problems.append(f"missing required key{'s' if len(missing) > 1 else ''} {names} (found: {found})")
+    sound: dict[str, np.ndarray] = {}
+    for key, value in present.items():
+        problem = dtype_problem(key, value)
+        if problem is None and key in _NDIM and value.ndim != _NDIM[key][0]:
+            ndim, meaning = _NDIM[key]
+            problem = f"key {key!r} has shape {tuple(value.shape)} (ndim {value.ndim}), expected ndim {ndim} {meaning}"
+        if problem is None:
+            sound[key] = value
+        else:
+            problems.append(problem)
+    if not present:
+        return [*problems, "dataset is empty (no arrays)"]
+    ref_key = "observations" if "observations" in sound else next(iter(sound), None)
+    if ref_key is not None:
+        n = len(sound[ref_key])
+        if n == 0:
+            return [*problems, f"dataset is empty (key {ref_key!r} has 0 rows)"]
+        for key, value in list(sound.items()):
+            if len(value) != n:
+                problems.append(f"key {key!r} has {len(value)} rows, expected {n} (as {ref_key!r})")
+                del sound[key]
+    if "observations" in sound and "next_observations" in sound:
+        d, d_next = sound["observations"].shape[1:], sound["next_observations"].shape[1:]
+        if d != d_next:
+            problems.append(f"key 'next_observations' has obs_dim {d_next[0]}, expected {d[0]} (as 'observations')")
+    for key, value in sound.items():
+        if np.issubdtype(value.dtype, np.floating):
+            problem = finite_problem(key, value)
+            if problem is not None:
+                problems.append(problem)
+    return problems
 
 
 def check_arrays(source: str, arrays: Mapping[str, np.ndarray | None], *, required: tuple[str, ...]) -> None:
@@ -67,57 +130,31 @@ def check_arrays(source: str, arrays: Mapping[str, np.ndarray | None], *, requir
         required: keys that must be present.
 
     Raises:
-        DatasetError: on a missing key, a bad dtype, wrong ndim, an empty dataset, a length mismatch
-            (reported against ``observations``), or a NaN/Inf value.
+        DatasetError: naming every problem :func:`array_problems` finds, in one message.
     """
-    present = {k: v for k, v in arrays.items() if v is not None}
-    for key in required:
-        if key not in present:
-            found = ", ".join(sorted(present)) or "nothing"
-            raise DatasetError(f"{source}: missing required key {key!r} (found: {found})")
-    for key, value in present.items():
-        check_dtype(source, key, value)
-        if key in _NDIM:
-            ndim, meaning = _NDIM[key]
-            if value.ndim != ndim:
-                raise DatasetError(
-                    f"{source}: key {key!r} has shape {tuple(value.shape)} (ndim {value.ndim}), "
-                    f"expected ndim {ndim} {meaning}"
-                )
-    ref_key = "observations" if "observations" in present else next(iter(present), None)
-    if ref_key is None:
-        raise DatasetError(f"{source}: dataset is empty (no arrays)")
-    n = len(present[ref_key])
-    if n == 0:
-        raise DatasetError(f"{source}: dataset is empty (key {ref_key!r} has 0 rows)")
-    for key, value in present.items():
-        if len(value) != n:
-            raise DatasetError(f"{source}: key {key!r} has {len(value)} rows, expected {n} (as {ref_key!r})")
-    if "observations" in present and "next_observations" in present:
-        d, d_next = present["observations"].shape[1:], present["next_observations"].shape[1:]
-        if d != d_next:
-            raise DatasetError(
-                f"{source}: key 'next_observations' has obs_dim {d_next[0]}, expected {d[0]} (as 'observations')"
-            )
-    for key, value in present.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            continue
-        check_finite(source, key, value)
+    raise_problems(source, array_problems(arrays, required=required))
+
+
+def finite_problem(key: str, array: np.ndarray, first: int = 3) -> str | None:
+    """NaN and Inf in ``array``: their counts and the first ``first`` bad rows, or ``None`` when all finite."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    flat = array.reshape(len(array), -1)
+    parts = []
+    for kind, mask in (("NaN", np.isnan(flat)), ("Inf", np.isinf(flat))):
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size:
+            shown = ", ".join(str(int(r)) for r in rows[:first]) + (", ..." if rows.size > first else "")
+            parts.append(f"{int(mask.sum())} {kind} (first at row{'s' if rows.size > 1 else ''} {shown})")
+    return f"key {key!r} contains " + " and ".join(parts)
 
 
 def check_finite(source: str, key: str, array: np.ndarray) -> None:
-    """Refuse NaN and Inf, naming the first bad row."""
-    finite = np.isfinite(array)
-    if finite.all():
-        return
-    flat = array.reshape(len(array), -1)
-    row = int(np.argmax(~np.isfinite(flat).all(axis=1)))
-    bad = flat[row]
-    kind = "NaN" if np.isnan(bad).any() else "Inf"
-    count = int((~finite).sum())
-    raise DatasetError(
-        f"{source}: key {key!r} contains {kind} (first at row {row}; {count} non-finite values)"
-    )
+    """Refuse NaN and Inf, naming their counts and first rows."""
+    problem = finite_problem(key, array)
+    if problem is not None:
+        raise DatasetError(f"{source}: {problem}")
 
 
 @functools.lru_cache(maxsize=64)

@@ -109,5 +109,5 @@ def test_console_script(tmp_path: Path, three_episode_file: Path) -> None:
     assert res.returncode == 2 and res.stdout == ""
     assert (
         res.stderr
-        == "mbrl dataset info: error: bad.npz: missing required key 'actions' (found: observations, rewards)\n"
+        == "mbrl dataset info: error: bad.npz: missing required keys 'actions', 'terminals' (found: observations, rewards)\n"
     )

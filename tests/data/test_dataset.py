@@ -184,12 +184,12 @@ def test_normalizer() -> None:
         ),
         (
             {"next_observations": np.full((10, 2), np.nan)},
-            "toy.npz: key 'next_observations' contains NaN (first at row 0",
+            "toy.npz: key 'next_observations' contains 20 NaN (first at rows 0, 1, 2, ...)",
         ),
-        ({"rewards": np.r_[np.zeros(9), np.inf]}, "toy.npz: key 'rewards' contains Inf (first at row 9"),
+        ({"rewards": np.r_[np.zeros(9), np.inf]}, "toy.npz: key 'rewards' contains 1 Inf (first at row 9)"),
         (
             {"rewards": np.r_[np.zeros(9), 1e39]},
-            "toy.npz: key 'rewards' contains Inf (first at row 9",
+            "toy.npz: key 'rewards' contains 1 Inf (first at row 9)",
         ),  # float32 overflow
         (
             {k: np.zeros((0, 2)) for k in ("observations", "next_observations", "actions")}

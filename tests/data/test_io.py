@@ -316,13 +316,13 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], Path], str | None, str]] = [
         "nan",
         lambda t: _npz(t, _nan_obs()),
         None,
-        "data.npz: key 'observations' contains NaN (first at row 7;",
+        "data.npz: key 'observations' contains 1 NaN (first at row 7)",
     ),
     (
         "inf",
         lambda t: _h5(t, _inf_next()),
         None,
-        "data.hdf5: key 'next_observations' contains Inf (first at row 42;",
+        "data.hdf5: key 'next_observations' contains 1 Inf (first at row 42)",
     ),
     (
         "empty",
@@ -401,3 +401,40 @@ def test_bad_input_is_refused_with_its_message(
     assert out.out == ""
     assert out.err.count("\n") == 1 and out.err.endswith("\n")
     assert out.err.startswith(f"mbrl dataset info: error: {str(exc.value)[: len(message) + 80]}")
+
+
+def test_every_problem_of_a_file_is_named_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's file: 4 NaN rewards and one Inf observation, plus a short timeouts key: one error names all."""
+    arrays = _hopper_arrays()
+    arrays["rewards"][[3, 10, 11, 50]] = np.nan
+    arrays["observations"][1000 % len(arrays["observations"]), 2] = np.inf
+    arrays["timeouts"] = arrays["timeouts"][:-1]
+    path = _h5(tmp_path, arrays)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    row = 1000 % len(arrays["observations"])
+    assert info.value.problems == [
+        f"key 'timeouts' has {len(arrays['rewards']) - 1} rows, expected {len(arrays['rewards'])} (as 'observations')",
+        f"key 'observations' contains 1 Inf (first at row {row})",
+        "key 'rewards' contains 4 NaN (first at rows 3, 10, 11, ...)",
+    ]
+    assert str(info.value).startswith("data.hdf5: 3 problems: key 'timeouts'")
+    hdf5_problems = info.value.problems
+    # npz: a pickled key is refused (never unpickled) and reported beside the others
+    bad = dict(arrays)
+    bad["terminals"] = np.array([object()] * len(arrays["rewards"]), dtype=object)
+    npz = tmp_path / "pickled.npz"
+    np.savez(npz, **bad)  # type: ignore[arg-type]
+    with pytest.raises(DatasetError) as info:
+        load_dataset(npz)
+    assert info.value.problems[0] == "key 'terminals' is an object array (needs pickle); refusing to load it"
+    assert len(info.value.problems) == 4
+    # `mbrl dataset info --check` lists them, one per line, and exits 1; a good file prints ok and exits 0
+    capsys.readouterr()
+    assert main(["dataset", "info", str(path), "--check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{path}: 3 problems", *(f"  - {p}" for p in hdf5_problems)]
+    (tmp_path / "ok").mkdir()
+    good = _h5(tmp_path / "ok", _hopper_arrays())
+    assert main(["dataset", "info", str(good), "--check"]) == 0
+    assert capsys.readouterr().out.strip() == f"{good}: ok"
