@@ -104,14 +104,17 @@ def _row_step(row: Mapping[str, str], path: Path, line: int) -> int:
 
 
 class _CsvWriter:
-    """Appends one row per ``write``; rewrites the file with the union header when a new key appears.
+    """One row per step: appends a row per new step, merges a second ``write`` at the same step into that row
+    (rewriting the last line), and rewrites the file with the union header when a new key appears.
 
-    Every row is flushed so that a killed run keeps all rows written so far.
+    Every row is flushed so that a killed run keeps all rows written so far; a resumed run continues after the
+    kept rows and never repeats a step.
     """
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
         self.keys: list[str] = []
+        self._last: dict[str, str] | None = None  # the last row written (merged into on a same-step write)
         if path.exists() and path.stat().st_size > 0:
             _drop_partial_last_line(path)
         if path.exists() and path.stat().st_size > 0:
@@ -123,6 +126,8 @@ class _CsvWriter:
                 kept = [r for i, r in enumerate(rows) if _row_step(r, path, i + 2) <= resume_step]
                 if len(kept) != len(rows):
                     _atomic_write_csv(path, self._header(), kept)
+                rows = kept
+            self._last = rows[-1] if rows else None
             self._file: TextIO = path.open("a", newline="")
         else:
             self._file = path.open("w", newline="")
@@ -136,20 +141,30 @@ class _CsvWriter:
         self._writer.writeheader()
         self._file.flush()
 
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        self._file.close()
+        _atomic_write_csv(self.path, self._header(), rows)
+        self._file = self.path.open("a", newline="")
+
     def write(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> None:
+        row = {STEP_COLUMN: str(step), WALL_TIME_COLUMN: f"{wall_time:.3f}"}
+        row.update({k: repr(float(v)) for k, v in metrics.items()})
         new = [k for k in metrics if k not in self.keys]
-        if new:
-            # Grow the header: rewrite the rows written so far under the union header (rare: once per new key).
+        same_step = self._last is not None and self._last.get(STEP_COLUMN) == str(step)
+        if same_step:
+            assert self._last is not None
+            row = {**self._last, **row}
+        if new or same_step:
+            # Rare (a new key, or a second write at one step): rewrite the file with this row merged in.
             self._file.close()
             _, rows = _read_rows(self.path)
             self.keys.extend(new)
-            _atomic_write_csv(self.path, self._header(), rows)
-            self._file = self.path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self._header(), restval="")
-        row = {STEP_COLUMN: str(step), WALL_TIME_COLUMN: f"{wall_time:.3f}"}
-        row.update({k: repr(float(v)) for k, v in metrics.items()})
-        self._writer.writerow(row)
-        self._file.flush()
+            self._rewrite([*rows[:-1], row] if same_step else [*rows, row])
+        else:
+            self._writer = csv.DictWriter(self._file, fieldnames=self._header(), restval="")
+            self._writer.writerow(row)
+            self._file.flush()
+        self._last = row
 
     def close(self) -> None:
         self._file.close()

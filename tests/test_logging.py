@@ -107,6 +107,25 @@ def test_resume_appends_and_truncates_after_checkpoint(tmp_path: Path) -> None:
     np.testing.assert_allclose([last[s] for s in range(8)], [0, 1, 2, 3, 4, -5, -6, -7])
 
 
+def test_each_step_is_one_csv_row_also_across_a_resume(tmp_path: Path) -> None:
+    """A second write at the same step (train metrics, then the final evaluation) merges into that step's row;
+    a resumed run that logs again at its checkpoint step merges too, instead of repeating the step."""
+    with Logger(tmp_path, console=False, tensorboard=False) as logger:
+        logger.log({"train/x": 1.0}, 5)
+        logger.log({"train/x": 2.0}, 10)
+        logger.log({"eval/return_mean": 7.0}, 10)  # same step, a new key: merged
+        logger.log({"time/s": 3.0}, 10)  # same step again
+    cols = read_csv(tmp_path)
+    assert cols["step"].tolist() == [5, 10]
+    assert cols["train/x"].tolist() == [1.0, 2.0] and cols["eval/return_mean"][1] == 7.0 and cols["time/s"][1] == 3.0
+    with Logger(tmp_path, console=False, tensorboard=False, resume_step=10) as logger:
+        logger.log({"eval/return_mean": 8.0}, 10)  # the resumed run re-evaluates at its checkpoint step
+        logger.log({"train/x": 4.0}, 12)
+    cols = read_csv(tmp_path)
+    assert cols["step"].tolist() == [5, 10, 12]
+    assert cols["eval/return_mean"][1] == 8.0 and cols["train/x"][1] == 2.0  # the newer value, the rest kept
+
+
 def test_partial_last_line_dropped_on_reopen(tmp_path: Path) -> None:
     with Logger(tmp_path, console=False, tensorboard=False) as logger:
         logger.log({"train/x": 1.0}, 0)
