@@ -126,8 +126,15 @@ class OfflineAgent:
 
     # -- what subclasses provide ------------------------------------------------------------------------------
     def _prepare(self) -> Metrics:
-        """Work done once before the first update (e.g. fit a world model); returns metrics to log."""
+        """Work done once before the first update (e.g. fit a world model); returns metrics to log. A long
+        stage saves its own progress to :meth:`fit_progress_path` (when there is a run dir) so that a killed run
+        continues it; ``learn`` saves a checkpoint as soon as it ends and removes that file."""
         return {}
+
+    def fit_progress_path(self) -> Path:
+        """Where a long ``_prepare`` stage keeps its progress (inside the run dir)."""
+        assert self.run_dir is not None
+        return self.run_dir / "checkpoints" / "prepare_progress.pt"
 
     def _train_step(self) -> Metrics:
         """One learning update; returns un-prefixed metrics."""
@@ -169,6 +176,9 @@ class OfflineAgent:
             self.prepared = True
             if logger is not None and metrics:
                 logger.log(metrics, self.num_updates)
+            if self.run_dir is not None:  # the fitted model is saved before any update; its progress file goes
+                self.save_to_run_dir()
+                self.fit_progress_path().unlink(missing_ok=True)
         last_eval: Metrics = {}
         last_eval_at = -1
         while self.num_updates < c.updates:

@@ -397,7 +397,8 @@ class RAVLAgent(OfflineAgent):
     def _prepare(self) -> Metrics:
         metrics: Metrics = {}
         if self.fit_model:
-            report = fit(self.base_model, self.dataset, self.config.fit, rng=self.rng)
+            progress = self.fit_progress_path() if self.run_dir is not None else None
+            report = fit(self.base_model, self.dataset, self.config.fit, rng=self.rng, checkpoint=progress)
             metrics.update(report.metrics("model/"))
         if self.config.filter == "morec" and self.config.dynamics_reward is None:
             assert self.dynamics_reward is not None

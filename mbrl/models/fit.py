@@ -19,16 +19,20 @@ next_obs)`` with ``num_members`` (per-member bootstrap batches ``[E, B, ...]``),
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
 from mbrl.models.protocol import WorldModel, is_single_pass
 from mbrl.types import TransitionBatch
@@ -53,6 +57,7 @@ class FitConfig:
         bootstrap: members of an ensemble (``update_members``) train on their own resample with replacement;
             ``False``: every member sees the same shuffled rows.
         keep_best: restore the best holdout weights (per member when possible) at the end.
+        checkpoint_every_s: with a ``checkpoint`` file, seconds between progress saves (0: every epoch).
     """
 
     batch_size: int = 256
@@ -64,6 +69,7 @@ class FitConfig:
     min_improvement: float = 0.01
     bootstrap: bool = True
     keep_best: bool = True
+    checkpoint_every_s: float = 30.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -173,6 +179,7 @@ def fit(
     rng: np.random.Generator,
     logger: _Logger | None = None,
     step_offset: int = 0,
+    checkpoint: str | Path | None = None,
 ) -> FitReport:
     """Train ``model`` on ``data`` until the holdout loss stops improving (see the module docstring).
 
@@ -188,6 +195,13 @@ def fit(
         logger: if given, per-epoch ``model/train_loss``, ``model/holdout_loss``, ``model/holdout_mse``,
             ``model/epoch``, ``model/time`` are logged at step ``step_offset + epoch``.
         step_offset: logging step of epoch 0.
+        checkpoint: a file where the fit's progress is saved atomically at the end of an epoch, at most every
+            ``config.checkpoint_every_s`` seconds (model and optimizer, the epoch, the shuffled index matrix, the best
+            weights so far, the patience counter, the RNG and the elapsed time). When the file exists, ``fit``
+            continues from it: called again with ``rng`` in the state it had at the first call (a fresh run's
+            generator, as after a restart), it gives the same result as an uninterrupted fit (without a time
+            cap; with one, the remaining time continues). The caller removes the file once the fitted model is
+            saved elsewhere.
 
     Returns:
         A :class:`FitReport`.
@@ -205,6 +219,7 @@ def fit(
     config = config if config is not None else FitConfig()
     config.validate()
     start = time.monotonic()
+    rng_at_start = rng_state(rng)["numpy"]
     train, hold, split = split_holdout(data, config.holdout_fraction, rng, config.max_holdout)
     device = getattr(model, "device", None)
     if isinstance(device, torch.device | str):
@@ -250,6 +265,45 @@ def fit(
     train_loss = math.nan
     stop_reason = "max_epochs"
     out_of_time = False
+    path = Path(checkpoint) if checkpoint is not None else None
+    identity = {"kind": "fit", "n_train": n, "n_holdout": len(hold), "rows": rows, "rng_at_start": rng_at_start,
+                "config": dataclasses.asdict(config)}
+    if path is not None and path.is_file():
+        saved = load_checkpoint(path)
+        if saved.config != json.loads(json.dumps(identity)):
+            raise ValueError(
+                f"{path}: fit progress of another fit (data size, holdout, config or seed differ); remove it to "
+                "start this fit afresh"
+            )
+        progress = dict(saved.state["fit"])
+        model.load_state_dict(saved.state["model"])
+        epoch, updates, epochs_since = int(progress["epoch"]), int(progress["updates"]), int(progress["epochs_since"])
+        train_loss, best_loss = float(progress["train_loss"]), float(progress["best_loss"])
+        idx = progress["idx"].numpy().copy()
+        restore_rng({"numpy": progress["rng"]}, rng)
+        start = time.monotonic() - float(progress["elapsed"])
+        if per_member_best:
+            best_member = [float(v) for v in progress["best_member"]]
+            member_snap = [dict(saved.state["member_snap"][str(i)]) for i in range(num_members)]
+        elif config.keep_best:
+            whole_snap = dict(saved.state["whole_snap"])
+    last_save = time.monotonic()
+
+    def save_progress() -> None:
+        assert path is not None
+        state: dict[str, Any] = {
+            "model": dict(model.state_dict()),
+            "fit": {
+                "epoch": epoch, "updates": updates, "epochs_since": epochs_since, "train_loss": train_loss,
+                "best_loss": best_loss, "elapsed": time.monotonic() - start, "idx": torch.from_numpy(idx.copy()),
+                "rng": rng_state(rng)["numpy"],
+                "best_member": torch.tensor(best_member, dtype=torch.float64),
+            },
+            "member_snap": {str(i): snap for i, snap in enumerate(member_snap) if snap is not None},
+            "whole_snap": whole_snap or {},
+        }
+        save_checkpoint(path, config=identity, state=state)
+
     while config.max_epochs is None or epoch < config.max_epochs:
         idx = rng.permuted(idx, axis=1)
         losses: list[float] = []
@@ -289,6 +343,9 @@ def fit(
                 if config.keep_best:
                     whole_snap = copy.deepcopy(dict(model.state_dict()))
         epochs_since = 0 if improved else epochs_since + 1
+        if path is not None and not out_of_time and time.monotonic() - last_save >= config.checkpoint_every_s:
+            save_progress()
+            last_save = time.monotonic()
 
         if logger is not None:
             logger.log(

@@ -209,6 +209,49 @@ def test_interrupted_and_resumed_equals_uninterrupted(algo: str, dataset: Offlin
         torch.testing.assert_close(full.model_buffer.all().obs, resumed.model_buffer.all().obs, rtol=0, atol=0)
 
 
+def test_a_run_killed_inside_the_model_fit_continues_the_fit(
+    dataset: OfflineDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit saves its progress every epoch here; a kill in its third epoch leaves no agent checkpoint, and the
+    restarted run continues the fit from epoch 2 (not from nothing) and ends equal to an uninterrupted run."""
+    def make(run_dir: Path | None) -> RAVLAgent:
+        config = ravl_preset("mem", "quick", loop_updates=20, loop_eval_every=0, loop_checkpoint_every=0,
+                             updates_per_epoch=10, rollouts_per_epoch=50)
+        config = replace(config, fit=replace(config.fit, max_time_s=None, max_epochs=4, checkpoint_every_s=0))
+        return RAVLAgent(config, dataset=dataset, run_dir=run_dir)
+
+    full = make(None)
+    full_eval = full.learn()
+    steps_per_epoch = None
+    calls = {"n": 0}
+    original = ProbabilisticEnsemble.update_members
+
+    def dying(self, *args):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if steps_per_epoch is not None and calls["n"] == 2 * steps_per_epoch + 3:
+            raise KeyboardInterrupt  # as a kill in epoch 3
+        return original(self, *args)
+
+    monkeypatch.setattr(ProbabilisticEnsemble, "update_members", dying)
+    probe = make(None)
+    probe.learn()
+    steps_per_epoch = calls["n"] // 4
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path).learn()
+    assert (tmp_path / "checkpoints" / "prepare_progress.pt").is_file()
+    assert not list((tmp_path / "checkpoints").glob("ckpt_*"))
+    calls["n"] = 0
+    restarted = make(tmp_path)
+    assert not restarted.resume()  # no agent checkpoint yet: the fit's own progress carries the work
+    restarted_eval = restarted.learn()
+    assert calls["n"] == 2 * steps_per_epoch  # epochs 3 and 4 only
+    assert not (tmp_path / "checkpoints" / "prepare_progress.pt").exists()  # removed once the model is saved
+    for a, b in zip(_params(full), _params(restarted)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert restarted_eval == full_eval
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 def test_cli_train_resume_and_evaluate_run(dataset_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"

@@ -167,3 +167,47 @@ def test_ensemble_beats_mean_delta_baseline_on_real_halfcheetah() -> None:
     model_mse = model.evaluate(hb)["mse"]
     assert report.epochs >= 5
     assert model_mse < 0.1 * baseline, (model_mse, baseline)  # measured: ~0.03
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAt:
+    """A fit logger that raises at a chosen epoch, as a kill inside the fit would stop it."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if int(metrics["model/epoch"]) == self.epoch:
+            raise _Interrupt
+
+
+@pytest.mark.parametrize("per_member", [True, False])
+def test_an_interrupted_fit_resumes_from_its_progress_file_to_the_same_result(tmp_path: Any, per_member: bool) -> None:
+    data = chain_dataset(10, 50)
+    make = small_ensemble if per_member else (lambda: DummyModel(scale=1.0, learning_rate=0.2))
+    config = FitConfig(max_epochs=12, patience=50, checkpoint_every_s=0)
+    straight = make()
+    report = fit(straight, data, config, rng=np.random.default_rng(3))
+    progress = tmp_path / "fit.pt"
+    interrupted = make()
+    with pytest.raises(_Interrupt):
+        fit(interrupted, data, config, rng=np.random.default_rng(3), logger=_StopAt(5), checkpoint=progress)
+    assert progress.is_file()
+    resumed = make()  # a fresh process: new model, the run's generator at its start state
+    calls: list[int] = []
+    logger = type("L", (), {"log": lambda self, m, step: calls.append(int(m["model/epoch"]))})()
+    again = fit(resumed, data, config, rng=np.random.default_rng(3), logger=logger, checkpoint=progress)
+    assert calls[0] == 6  # continued after epoch 5, not from nothing
+    assert (again.epochs, again.updates, again.elites) == (report.epochs, report.updates, report.elites)
+    assert again.holdout_loss == report.holdout_loss
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if isinstance(a, Tensor):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    batch = data.to_batch()
+    torch.testing.assert_close(straight.predict(batch.obs, batch.action, deterministic=True).next_obs,
+                               resumed.predict(batch.obs, batch.action, deterministic=True).next_obs, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="another fit"):
+        fit(make(), data, config, rng=np.random.default_rng(4), checkpoint=progress)
