@@ -60,3 +60,12 @@ def test_hypercrl_experiment_quick(tmp_path: Path) -> None:
     _run("hypercrl_experiment.py", "--out", str(tmp_path / "hypercrl"), "--seeds", "1", "--no-tensorboard", cwd=tmp_path)
     assert json.loads((tmp_path / "hypercrl" / "results.json").read_text())["runs"]
     assert (tmp_path / "hypercrl" / "summary.md").is_file() and (tmp_path / "hypercrl" / "hypercrl_heatmap.png").is_file()
+
+
+def test_offline_profile_quick(tmp_path: Path) -> None:
+    out = json.loads(_run("bench/offline.py", "--json", cwd=tmp_path))
+    assert [r["agent"] for r in out["results"]] == ["ravl", "mopo"] and out["cpu"]
+    for r in out["results"]:
+        assert r["updates_per_s"] > 0 and r["learner_updates_per_s"] > 0
+        assert set(r["split_ms_per_update"]) == {"update", "sample_batch", "loop_overhead", "rollout_amortised"}
+    assert 0 < out["results"][0]["edac_share_of_learner"] < 1
