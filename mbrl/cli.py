@@ -64,11 +64,39 @@ def _usage(table: dict[str, Any], prefix: str) -> str:
     return "\n".join(lines)
 
 
+def version() -> str:
+    """The installed toolkit's version (``mbrl --version``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("mbrl-toolkit")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mbrl`` console script."""
+    """Entry point of the ``mbrl`` console script. A closed output pipe (``mbrl ... | head``) ends it quietly."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a reader that left early is met here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away: silence the interpreter's flush of stdout at exit, as `head` users expect.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     table: dict[str, Any] = COMMANDS
     prefix = "mbrl"
+    if args[:1] == ["--version"]:
+        print(f"mbrl {version()}")
+        return 0
     while True:
         if not args or args[0] in ("-h", "--help"):
             print(_usage(table, prefix))

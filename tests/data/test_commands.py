@@ -111,3 +111,17 @@ def test_console_script(tmp_path: Path, three_episode_file: Path) -> None:
         res.stderr
         == "mbrl dataset info: error: bad.npz: missing required keys 'actions', 'terminals' (found: observations, rewards)\n"
     )
+
+
+def test_version_and_a_closed_pipe(three_episode_file: Path) -> None:
+    """`mbrl --version` names the version; `mbrl dataset info F | head` (the reader gone) ends without a traceback."""
+    mbrl = Path(sys.executable).parent / "mbrl"
+    out = subprocess.run([mbrl, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("mbrl ") and out.stdout.split()[1][0].isdigit()
+    reader_gone = subprocess.Popen([mbrl, "dataset", "info", three_episode_file], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+    assert reader_gone.stdout is not None and reader_gone.stderr is not None
+    reader_gone.stdout.close()  # before the command writes anything
+    err = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
