@@ -15,7 +15,7 @@ from agents.dyna import DynaAgent, DynaConfig, cpu_preset, mbpo_preset
 from mbrl.checkpoint import CheckpointError
 from mbrl.logging import Logger, plot_run
 from mbrl.rl.runtime import tune_allocator
-from mbrl.run import RunDir, config_from_dict, prepare_run_dir
+from mbrl.run import RunDir, check_run_dir, config_from_dict, prepare_run_dir
 from mbrl.types import Metrics
 
 
@@ -44,8 +44,12 @@ def _dyna_config(
     elif model == "losse":
         config = replace(config, model_kind="losse", model_training="online")
     if not use_model:
-        # Model-free SAC: SB3-style defaults (1 update per step, 1k random steps).
-        config = replace(config, utd=utd or 1, init_random_steps=min(config.init_random_steps, 1000))
+        # Model-free SAC: SB3-style defaults (1 update per step, 1k random steps, target entropy -|A|; MBPO's
+        # per-env target entropies belong to MBPO).
+        config = replace(
+            config, utd=utd or 1, init_random_steps=min(config.init_random_steps, 1000),
+            sac=replace(config.sac, target_entropy=None),
+        )
     return config
 
 
@@ -61,8 +65,15 @@ def run_online(
     agent's diagnostics).
     """
     tune_allocator()
+    check_run_dir(run_dir, config, resume=resume)
+    agent = DynaAgent(config, run_dir=Path(run_dir), on_model_refit=on_model_refit)  # validates env and model
     run = prepare_run_dir(run_dir, config, resume=resume)
-    agent = DynaAgent(config, run_dir=run.path, on_model_refit=on_model_refit)
+    if config.total_steps <= agent.policy_start:
+        print(
+            f"warning: --total-steps {config.total_steps} ends within the {agent.policy_start} random warm-up steps: "
+            "no SAC update will be made (give more steps)",
+            file=sys.stderr,
+        )
     resumed = agent.resume() if resume else False
     start = agent.step if resumed else None
     if resumed:

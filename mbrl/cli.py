@@ -113,7 +113,8 @@ def _main(argv: list[str] | None) -> int:
         try:
             result = tyro.cli(func, args=args, prog=prefix)
         except (CommandError, FileNotFoundError, ValueError, KeyError) as exc:
-            message = str(exc).strip("'\"")
+            # KeyError's str() wraps its message in quotes; other messages may end in a quoted value.
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             print(f"{prefix}: error: {message}", file=sys.stderr)
             return 2
         return int(result) if isinstance(result, int) else 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from mbrl.run import RESUMABLE_FIELDS, prepare_run_dir
+from mbrl.run import RESUMABLE_FIELDS, check_run_dir, prepare_run_dir
 
 Preset = Literal["paper", "cpu", "quick"]
 _RESUMABLE = RESUMABLE_FIELDS | {"updates", "eval_episodes"}
@@ -30,8 +30,10 @@ def _loop_overrides(
 def _run(agent_cls: Any, config: Any, run_dir: str, resume: bool, desc: str) -> int:
     from mbrl.logging import Logger
 
-    run = prepare_run_dir(run_dir, {"algo": desc, **_asdict(config)}, resume=resume, resumable=_RESUMABLE)
-    agent = agent_cls(config, run_dir=run.path)
+    stored = {"algo": desc, **_asdict(config)}
+    check_run_dir(run_dir, stored, resume=resume, resumable=_RESUMABLE)
+    agent = agent_cls(config, run_dir=Path(run_dir))  # loads and validates the dataset: nothing written before
+    run = prepare_run_dir(run_dir, stored, resume=resume, resumable=_RESUMABLE)
     start = 0
     if resume and agent.resume():
         start = agent.num_updates

@@ -180,25 +180,14 @@ def config_differences(
     return diffs
 
 
-def prepare_run_dir(
+def check_run_dir(
     path: Path | str, config: Any, *, resume: bool, resumable: Collection[str] = RESUMABLE_FIELDS
 ) -> RunDir:
-    """Start a new run directory or check one to resume.
-
-    New run: ``path`` must not exist or be empty; creates it, ``checkpoints/`` and ``plots/``, and writes
-    ``config.json`` atomically. Resume: ``path`` must hold a ``config.json`` equal to ``config`` on every field
-    but the ``resumable`` ones; ``config.json`` is then rewritten with ``config`` (so it shows the settings of
-    the latest session).
-
-    Args:
-        path: The run directory.
-        config: The run's config dataclass (or mapping).
-        resume: Continue an existing run instead of starting one.
-        resumable: Field names (leaf or dotted) allowed to differ on resume.
+    """The checks of :func:`prepare_run_dir`, writing nothing: call it before validating a run's inputs (a
+    dataset, an env), so that a run refused for bad input leaves no directory behind.
 
     Raises:
-        RunDirError: New run into a non-empty directory; resume of a missing directory or one without
-            ``config.json``; a config that differs on non-resumable fields (all of them are named).
+        RunDirError: as :func:`prepare_run_dir`.
     """
     run = RunDir(Path(path))
     given = config_to_dict(config)
@@ -219,6 +208,31 @@ def prepare_run_dir(
             raise RunDirError(
                 f"run directory {run.path} already exists and is not empty; resume it (--resume) or pick a new one"
             )
+    return run
+
+
+def prepare_run_dir(
+    path: Path | str, config: Any, *, resume: bool, resumable: Collection[str] = RESUMABLE_FIELDS
+) -> RunDir:
+    """Start a new run directory or check one to resume.
+
+    New run: ``path`` must not exist or be empty; creates it, ``checkpoints/`` and ``plots/``, and writes
+    ``config.json`` atomically. Resume: ``path`` must hold a ``config.json`` equal to ``config`` on every field
+    but the ``resumable`` ones; ``config.json`` is then rewritten with ``config`` (so it shows the settings of
+    the latest session).
+
+    Args:
+        path: The run directory.
+        config: The run's config dataclass (or mapping).
+        resume: Continue an existing run instead of starting one.
+        resumable: Field names (leaf or dotted) allowed to differ on resume.
+
+    Raises:
+        RunDirError: New run into a non-empty directory; resume of a missing directory or one without
+            ``config.json``; a config that differs on non-resumable fields (all of them are named).
+    """
+    run = check_run_dir(path, config, resume=resume, resumable=resumable)
+    given = config_to_dict(config)
     run.path.mkdir(parents=True, exist_ok=True)
     run.checkpoints_dir.mkdir(exist_ok=True)
     run.plots_dir.mkdir(exist_ok=True)

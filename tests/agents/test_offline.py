@@ -315,3 +315,17 @@ def test_ravl_beats_random_policy_on_a_generated_dataset(tmp_path: Path) -> None
     random_return = evaluate_policy(env, lambda _o: rng.uniform(low, high), 10, seed=agent.loop.seed + EVAL_SEED_OFFSET)
     random_score = float(normalized_score(random_return.return_mean, *agent.refs))
     assert final["eval/normalized_score"] > random_score + 10.0, (final, random_score, agent.refs)
+
+
+def test_bad_input_leaves_no_run_dir_and_a_resume_diff_keeps_its_quotes(
+    dataset_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert cli_main(["train", "bc", "--dataset", str(tmp_path / "missing.npz"), "--run-dir", str(run)]) == 2
+    assert not run.exists()  # refused before anything was written: the corrected rerun is not blocked
+    args = ["train", "mopo", "--dataset", dataset_file, "--run-dir", str(run), "--preset", "quick", "--updates", "10"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    assert cli_main([*args, "--resume", "--dynamics", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "dynamics: stored 'learned', given 'true'" in err and err.rstrip().endswith("'true'")
