@@ -96,6 +96,9 @@ def train_model(
 ) -> int:
     """Fit a probabilistic ensemble on a dataset and save it to RUN_DIR/model.pt.
 
+    The fit saves its progress to RUN_DIR/fit_progress.pt (every ``fit.checkpoint_every_s``); the same command
+    run again after an interruption continues the fit from there.
+
     Args:
         dataset: dataset file (.hdf5 / .npz) or Minari id.
         run_dir: output directory (model.pt, progress.csv, TensorBoard events).
@@ -105,7 +108,7 @@ def train_model(
         seed: weight init, holdout split and bootstrap seed.
         threads: torch intra-op threads.
     """
-    from mbrl.checkpoint import save_checkpoint
+    from mbrl.checkpoint import load_checkpoint, save_checkpoint
     from mbrl.data.io import load_dataset
     from mbrl.logging import Logger
     from mbrl.utils import set_threads
@@ -114,8 +117,14 @@ def train_model(
     data = load_dataset(dataset, env_id=env_id)
     model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ensemble, seed=seed)
     rng = np.random.default_rng(seed)
-    with Logger(run_dir, desc="model fit", console_keys=["model/holdout_loss", "model/holdout_mse"]) as logger:
-        report = run_fit(model, data, fit, rng=rng, logger=logger)
+    progress = Path(run_dir) / "fit_progress.pt"
+    resume_step = None
+    if progress.is_file():
+        resume_step = int(load_checkpoint(progress).state["fit"]["epoch"])
+        print(f"continuing the fit from {progress} (epoch {resume_step})")
+    with Logger(run_dir, desc="model fit", console_keys=["model/holdout_loss", "model/holdout_mse"],
+                resume_step=resume_step) as logger:
+        report = run_fit(model, data, fit, rng=rng, logger=logger, checkpoint=progress)
     out = Path(run_dir) / MODEL_FILE
     save_checkpoint(
         out,
@@ -128,6 +137,7 @@ def train_model(
         state={"model": model.state_dict()},
         extra={"report": {k: v for k, v in dataclasses.asdict(report).items() if k != "holdout_metrics"}},
     )
+    progress.unlink(missing_ok=True)
     print(
         f"fitted {model!r}\n  epochs {report.epochs} ({report.stop_reason}), {report.time_s:.1f} s, "
         f"split by {report.split}: {report.n_train} train / {report.n_holdout} holdout rows\n"
