@@ -361,7 +361,12 @@ class DynaAgent:
                 metrics.update({f"model/holdout_{k}": v for k, v in self.model.evaluate(new).items()})
             metrics.update({f"model/{k}": v for k, v in self.model.update(new).items()})
         else:
-            report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng)
+            # A long refit saves its progress; a run killed inside it replays to this step on resume (same RNG
+            # state, so the progress file matches) and continues the fit instead of starting it over.
+            progress = self.run_dir / "checkpoints" / "refit_progress.pt" if self.run_dir is not None else None
+            report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng, checkpoint=progress)
+            if progress is not None:
+                progress.unlink(missing_ok=True)
             metrics.update(
                 {
                     "model/holdout_loss": float(report.holdout_loss),

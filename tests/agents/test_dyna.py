@@ -155,6 +155,43 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert np.array_equal(resumed.obs, straight.obs)
 
 
+def test_a_run_killed_inside_a_refit_continues_that_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint at step 250; the refit at step 300 is killed in its second epoch. The restarted run resumes at
+    250, replays to 300 and continues the refit from its progress file (epoch 2 on), ending equal to an
+    uninterrupted run."""
+    cfg = tiny_config(total_steps=450, checkpoint_every=250, fit=FitConfig(max_epochs=3, batch_size=64,
+                                                                           checkpoint_every_s=0))
+    calls = {"n": 0, "kill_at": -1}
+    original = ProbabilisticEnsemble.update_members
+
+    def counting(self, *args):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == calls["kill_at"]:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(ProbabilisticEnsemble, "update_members", counting)
+    DynaAgent(replace(cfg, total_steps=250)).learn()
+    before_250 = calls["n"]  # the refit at step 200
+    calls["n"] = 0
+    straight = DynaAgent(cfg)
+    straight.learn()
+    after_250 = calls["n"] - before_250  # the refits at steps 300 and 400
+    calls.update(n=0, kill_at=before_250 + after_250 // 4)  # in the refit at 300 (3 epochs of ~after_250 / 6)
+    with pytest.raises(KeyboardInterrupt):
+        DynaAgent(cfg, run_dir=tmp_path).learn()
+    assert (tmp_path / "checkpoints" / "refit_progress.pt").is_file()
+    calls.update(n=0, kill_at=-1)
+    resumed = DynaAgent(cfg, run_dir=tmp_path)
+    assert resumed.resume() and resumed.step == 250
+    resumed.learn()
+    assert 0 < calls["n"] < after_250  # the refit at 300 did not start over
+    assert not (tmp_path / "checkpoints" / "refit_progress.pt").exists()
+    for a, b in zip(_params(straight), _params(resumed)):
+        assert torch.equal(a, b)
+    assert np.array_equal(resumed.model_buffer.all().obs.numpy(), straight.model_buffer.all().obs.numpy())
+
+
 def test_cli_train_sac_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "sac"
     assert main(["train", "sac", "--total-steps", "1100", "--run-dir", str(run)]) == 0
