@@ -208,6 +208,13 @@ def save_checkpoint(
         "extra": _encode(dict(extra or {}), "extra"),
         "version": CHECKPOINT_VERSION,
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: Any, path: Path | str) -> Path:
+    """``torch.save(payload)`` to a temp file beside ``path``, fsync, then ``os.replace`` onto it: a reader sees
+    the old file or the new one, never half of one. Creates the parent directory."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "lipschitz": "agents.lipschitz:train_lipschitz",
     },
     "eval": "agents.commands:eval_run",
+    "export": "agents.loading:export_command",
     "run-demo": "agents.commands:run_demo",
     "plot": "mbrl.logging:plot_command",
     "sweep": "mbrl.sweep.runner:sweep_command",
