@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from envs import get_spec, make_env
+from envs import get_spec, make_env, require_term_fn
 from envs.snapshot import env_snapshot, restore_env_snapshot
 from mbrl.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, rng_state, save_run_checkpoint
 from mbrl.data import ReplayBuffer
@@ -247,6 +247,8 @@ class DynaAgent:
         set_threads(config.num_threads)
         self.config = config
         self.spec = get_spec(config.env_id)
+        if config.use_model:
+            require_term_fn(self.spec, "Dyna")
         self.env = make_env(config.env_id)
         self.eval_env = make_env(config.env_id)
         obs_dim = self.spec.obs_dim

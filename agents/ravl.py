@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
-from envs import get_spec
+from envs import get_spec, require_term_fn
 from mbrl.data import OfflineDataset, ReplayBuffer
 from mbrl.models.contract import require_world_model
 from mbrl.models.dynamics_reward import DynamicsReward, dynamics_reward_preset, train_dynamics_reward
@@ -329,6 +329,7 @@ class RAVLAgent(OfflineAgent):
         self.config: RAVLConfig = config
         seed = config.loop.seed
         self.spec = get_spec(self.env_id)
+        require_term_fn(self.spec, "MOPO" if config.penalty == "uncertainty" else "RAVL")
         self.sac = SAC(
             self.obs_dim,
             self.action_dim,

@@ -44,7 +44,8 @@ class EnvSpec:
         obs_dim: observation size D (default constructor arguments).
         action_dim: action size A.
         term_fn: ``(obs [B, D], action [B, A], next_obs [B, D]) -> terminated [B]`` float 0/1, reproducing the
-            env's own termination (see :mod:`envs.termination`).
+            env's own termination (see :mod:`envs.termination`); ``None`` for an env registered without one
+            (model-free agents run on it; model-based agents refuse it until one is registered).
         reward_fn: ``(obs, action, next_obs) -> reward [B]`` where the reward is a function of the observed
             transition, else ``None`` (the model must learn the reward). See :mod:`envs.rewards`.
         reward_note: how exact ``reward_fn`` is, or why there is none.
@@ -55,7 +56,7 @@ class EnvSpec:
     env_id: str
     obs_dim: int
     action_dim: int
-    term_fn: TermFn
+    term_fn: TermFn | None
     reward_fn: RewardFn | None
     reward_note: str
     max_episode_steps: int
@@ -145,12 +146,78 @@ def supported_envs() -> list[str]:
     return list(_SPECS)
 
 
-def get_spec(env_id: str) -> EnvSpec:
-    """The :class:`EnvSpec` of ``env_id``; a ``ValueError`` listing the supported ids for an unknown one."""
+def register_env(
+    env_id: str,
+    term_fn: TermFn | None = None,
+    reward_fn: RewardFn | None = None,
+    *,
+    reward_note: str = "none: the model learns the reward",
+    d4rl_name: str | None = None,
+    **make_kwargs: Any,
+) -> EnvSpec:
+    """Register any gymnasium env with a flat ``Box`` observation and a ``Box`` action space.
+
+    Args:
+        env_id: a gymnasium id (``gymnasium.make`` must know it, e.g. after importing the package that
+            registers it).
+        term_fn: the env's termination as a batched torch function of ``(obs, action, next_obs)``; ``None``: the
+            toolkit does not know it (model-free SAC runs; Dyna, RAVL and MOPO refuse the env by name).
+            ``envs.termination.never_terminates`` for an env that only truncates.
+        reward_fn: the reward as such a function, when it is one of the observed transition.
+        reward_note: how exact ``reward_fn`` is, or why there is none.
+        d4rl_name: the env's name in D4RL dataset ids, if any.
+        **make_kwargs: passed to ``gymnasium.make`` to read the spaces.
+
+    Returns:
+        The new :class:`EnvSpec` (it replaces an earlier registration of ``env_id``).
+
+    Raises:
+        ValueError: gymnasium cannot build the env, or its spaces are not flat ``Box`` spaces.
+    """
     try:
+        env = gym.make(env_id, **make_kwargs)
+    except Exception as exc:  # gymnasium raises several error types (NameNotFound, DependencyNotInstalled...)
+        raise ValueError(f"register_env: gymnasium cannot build {env_id!r}: {exc}") from exc
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+        if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
+            raise ValueError(f"register_env: {env_id!r} needs a 1-d Box action space, has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ValueError(f"register_env: {env_id!r} needs a flat Box observation space, has {obs_space}")
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+    finally:
+        env.close()
+    spec = EnvSpec(
+        env_id, int(obs_space.shape[0]), int(act_space.shape[0]), term_fn, reward_fn, reward_note,
+        int(limit) if limit is not None else 0, d4rl_name,
+    )
+    _SPECS[env_id] = spec
+    return spec
+
+
+def get_spec(env_id: str) -> EnvSpec:
+    """The :class:`EnvSpec` of ``env_id``. A gymnasium env the registry does not know yet is registered on first
+    use without termination or reward functions (:func:`register_env`); an id gymnasium does not know either
+    is a ``ValueError`` naming the registered ones."""
+    if env_id in _SPECS:
         return _SPECS[env_id]
-    except KeyError:
-        raise ValueError(f"unknown env id {env_id!r}; supported: {', '.join(_SPECS)}") from None
+    if env_id in gym.registry:
+        return register_env(env_id)
+    raise ValueError(
+        f"unknown env id {env_id!r}: gymnasium does not know it (registered here: {', '.join(_SPECS)}; "
+        "import the package that registers it, then envs.register_env)"
+    )
+
+
+def require_term_fn(spec: EnvSpec, who: str) -> TermFn:
+    """``spec.term_fn``, or a ``ValueError`` saying that model-based ``who`` needs one registered."""
+    if spec.term_fn is None:
+        raise ValueError(
+            f"{who}: {spec.env_id} has no registered termination function, which model rollouts need; register "
+            f"one with envs.register_env({spec.env_id!r}, term_fn=...) (envs.termination.never_terminates if "
+            "the env only truncates), or train model-free SAC"
+        )
+    return spec.term_fn
 
 
 def make_env(env_id: str, *, seed: int | None = None, **kwargs: Any) -> gym.Env:

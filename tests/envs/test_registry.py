@@ -117,3 +117,28 @@ def test_mujoco_warnings_do_not_write_log(tmp_path: Path, monkeypatch: pytest.Mo
     assert not any("settotalmass" in m for m in messages)
     assert any(m.startswith("MuJoCo:") and "QVEL" in m for m in messages), messages
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_any_gymnasium_env_for_sac_and_a_registered_termination_for_dyna(tmp_path: Path) -> None:
+    """An env the registry did not know: model-free SAC trains on it as it is; Dyna refuses it by name until a
+    termination function is registered, then trains."""
+    from agents.dyna import DynaAgent, cpu_preset
+    from envs import register_env, termination
+    from mbrl.cli import main
+
+    assert "MountainCarContinuous-v0" not in supported_envs()
+    run = tmp_path / "mcc"
+    assert main(["train", "sac", "--env", "MountainCarContinuous-v0", "--total-steps", "1100", "--run-dir", str(run)]) == 0
+    spec = get_spec("MountainCarContinuous-v0")
+    assert (spec.obs_dim, spec.action_dim, spec.max_episode_steps, spec.term_fn) == (2, 1, 999, None)
+    with pytest.raises(ValueError, match="no registered termination function"):
+        DynaAgent(cpu_preset("Swimmer-v5"))
+    register_env("Swimmer-v5", term_fn=termination.never_terminates)
+    agent = DynaAgent(cpu_preset("Swimmer-v5", total_steps=300, init_random_steps=200, model_train_every=100,
+                                 epoch_length=100, utd=1, eval_every=0, checkpoint_every=0))
+    result = agent.learn()
+    assert len(agent.model_buffer) > 0 and np.isfinite(result["eval/return_mean"])
+    with pytest.raises(ValueError, match="gymnasium does not know"):
+        get_spec("NoSuchEnv-v9")
+    with pytest.raises(ValueError, match="Box action space"):
+        register_env("CartPole-v1")
