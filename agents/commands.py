@@ -29,9 +29,15 @@ def _dyna_config(
     bf16: bool,
     threads: int,
     model: Literal["ensemble", "single", "losse"] = "ensemble",
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
 ) -> DynaConfig:
     config = cpu_preset(env) if preset == "cpu" else mbpo_preset(env)
     overrides: dict[str, object] = {"seed": seed, "use_model": use_model, "num_threads": threads}
+    if eval_every is not None:
+        overrides["eval_every"] = eval_every
+    if checkpoint_every is not None:
+        overrides["checkpoint_every"] = checkpoint_every
     if total_steps is not None:
         overrides["total_steps"] = total_steps
     if utd is not None:
@@ -101,6 +107,8 @@ def train_dyna(
     bf16: bool = False,
     threads: int = 1,
     model: Literal["ensemble", "single", "losse"] = "ensemble",
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
 ) -> int:
     """Train MBPO-style Dyna (SAC on real + model rollouts) on a real env.
 
@@ -116,8 +124,11 @@ def train_dyna(
         threads: torch threads.
         model: ``ensemble`` (probabilistic, 7 members), ``single`` (one probabilistic member), or ``losse``
             (Losse-FTL sparse linear model, updated once per new batch of real transitions, no replay).
+        eval_every: env steps between evaluations (default: the preset's).
+        checkpoint_every: env steps between checkpoints (default: the preset's).
     """
-    run_online(_dyna_config(env, preset, True, total_steps, seed, utd, bf16, threads, model), run_dir, resume)
+    config = _dyna_config(env, preset, True, total_steps, seed, utd, bf16, threads, model, eval_every, checkpoint_every)
+    run_online(config, run_dir, resume)
     return 0
 
 

@@ -48,6 +48,15 @@ def _run(agent_cls: Any, config: Any, run_dir: str, resume: bool, desc: str) -> 
     return 0
 
 
+def _with_fit(config: Any, max_epochs: int | None, patience: int | None, checkpoint_every_s: float | None) -> Any:
+    """``config`` with the given fit fields replaced (``None`` keeps the preset's)."""
+    from dataclasses import replace
+
+    fields = {"max_epochs": max_epochs, "patience": patience, "checkpoint_every_s": checkpoint_every_s}
+    given = {k: v for k, v in fields.items() if v is not None}
+    return replace(config, fit=replace(config.fit, **given)) if given else config
+
+
 def _check_filter(filter: str, dynamics_reward: str | None) -> None:
     if dynamics_reward is not None:
         if filter != "morec":
@@ -77,6 +86,9 @@ def train_ravl(
     env_id: str | None = None,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
+    fit_max_epochs: int | None = None,
+    fit_patience: int | None = None,
+    fit_checkpoint_every_s: float | None = None,
 ) -> int:
     """Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset.
 
@@ -96,6 +108,9 @@ def train_ravl(
         env_id: evaluation env (default: the dataset's).
         ref_min_score: reference random return for the normalized score.
         ref_max_score: reference expert return.
+        fit_max_epochs: cap on the model fit's epochs (default: the preset's).
+        fit_patience: epochs without holdout improvement before the fit stops (default: the preset's).
+        fit_checkpoint_every_s: seconds between saves of the fit's progress (default: the preset's, 30).
     """
     from agents.ravl import RAVLAgent, ravl_preset
 
@@ -105,6 +120,7 @@ def train_ravl(
         dataset, preset, dynamics=dynamics, filter=filter, dynamics_reward=dynamics_reward,
         **{f"loop_{k}": v for k, v in loop.items()},
     )
+    config = _with_fit(config, fit_max_epochs, fit_patience, fit_checkpoint_every_s)
     return _run(RAVLAgent, config, run_dir, resume, "ravl")
 
 
@@ -116,7 +132,7 @@ def train_mopo(
     resume: bool = False,
     preset: Preset = "cpu",
     dynamics: Literal["learned", "true"] = "learned",
-    penalty_coef: float = 1.0,
+    penalty_coef: float | None = None,
     filter: Literal["none", "morec"] = "none",
     dynamics_reward: str | None = None,
     eval_every: int | None = None,
@@ -124,6 +140,9 @@ def train_mopo(
     env_id: str | None = None,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
+    fit_max_epochs: int | None = None,
+    fit_patience: int | None = None,
+    fit_checkpoint_every_s: float | None = None,
 ) -> int:
     """Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset.
 
@@ -135,7 +154,8 @@ def train_mopo(
         resume: continue the run in ``run_dir``.
         preset: budget: ``paper``, ``cpu``, ``quick``.
         dynamics: ``learned`` ensemble or the ``true`` dynamics (zero uncertainty, so no penalty).
-        penalty_coef: lambda of the reward penalty.
+        penalty_coef: lambda of the reward penalty (default: MOPO's released value for the dataset, named by
+            its id or file name, see docs/presets.md).
         filter: ``morec``: filter rollouts with a learned dynamics reward (MOREC); the penalty applies to the
             filtered transitions.
         dynamics_reward: reuse this learned dynamics reward (file or directory) instead of learning one.
@@ -144,15 +164,20 @@ def train_mopo(
         env_id: evaluation env (default: the dataset's).
         ref_min_score: reference random return.
         ref_max_score: reference expert return.
+        fit_max_epochs: cap on the model fit's epochs (default: the preset's).
+        fit_patience: epochs without holdout improvement before the fit stops (default: the preset's).
+        fit_checkpoint_every_s: seconds between saves of the fit's progress (default: the preset's, 30).
     """
     from agents.ravl import RAVLAgent, mopo_preset
 
     loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
     _check_filter(filter, dynamics_reward)
+    extra: dict[str, Any] = {} if penalty_coef is None else {"penalty_coef": penalty_coef}
     config = mopo_preset(
-        dataset, preset, dynamics=dynamics, penalty_coef=penalty_coef, filter=filter,
-        dynamics_reward=dynamics_reward, **{f"loop_{k}": v for k, v in loop.items()},
+        dataset, preset, dynamics=dynamics, filter=filter, dynamics_reward=dynamics_reward, **extra,
+        **{f"loop_{k}": v for k, v in loop.items()},
     )
+    config = _with_fit(config, fit_max_epochs, fit_patience, fit_checkpoint_every_s)
     return _run(RAVLAgent, config, run_dir, resume, "mopo")
 
 
