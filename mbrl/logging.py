@@ -463,6 +463,10 @@ class Logger:
 # Plots
 
 
+_NOT_CURVES = frozenset({"eval/episodes"})
+"""Columns that record a setting, not a learning curve (a flat line in every plot): left out by default."""
+
+
 def plot_run(
     run_dir: Path | str, out_dir: Path | str | None = None, keys: Sequence[str] | None = None
 ) -> list[Path]:
@@ -471,7 +475,8 @@ def plot_run(
     Args:
         run_dir: The run directory (holding ``progress.csv``).
         out_dir: Where the PNGs go (default ``run_dir/plots``; created if missing).
-        keys: Only these keys (default: every key in the CSV).
+        keys: Only these keys (default: every key in the CSV but settings logged as columns, such as
+            ``eval/episodes``).
 
     Returns:
         The PNG paths written, e.g. ``[plots/eval.png, plots/train.png]``.
@@ -498,7 +503,7 @@ def plot_run(
             raise ValueError(f"{csv_path}: no column {', '.join(map(repr, missing))}; available: {available}")
         chosen = list(keys)
     else:
-        chosen = available
+        chosen = [k for k in available if k not in _NOT_CURVES]
     if not chosen:
         raise ValueError(f"{csv_path}: no metrics to plot (columns {list(columns)})")
 

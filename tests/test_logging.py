@@ -207,7 +207,7 @@ def test_plot_run_writes_pngs(tmp_path: Path) -> None:
         for step in range(20):
             logger.log({"train/loss": 1.0 / (step + 1), "train/q": float(step), "time/fps": 100.0}, step)
             if step % 5 == 0:
-                logger.log({"eval/return": float(step) ** 2}, step)
+                logger.log({"eval/return": float(step) ** 2, "eval/episodes": 5.0}, step)
     paths = plot_run(run)
     assert [p.name for p in paths] == ["eval.png", "time.png", "train.png"]
     for p in paths:
@@ -215,7 +215,7 @@ def test_plot_run_writes_pngs(tmp_path: Path) -> None:
         assert p.stat().st_size > 2000
         width, height = _png_size(p)
         assert width >= 300 and height >= 200
-    # Two subplots side by side: wider than the single-key figure.
+    # Two subplots side by side: wider than the single-key figure (eval/episodes, a setting, is not drawn).
     assert _png_size(run / "plots" / "train.png")[0] > _png_size(run / "plots" / "eval.png")[0]
 
     only = plot_run(run, out_dir=tmp_path / "elsewhere", keys=["eval/return"])
