@@ -234,3 +234,14 @@ def test_a_model_missing_protocol_members_is_refused_by_name() -> None:
 
     with pytest.raises(ContractError, match=r"NoUpdate.*update"):
         DynaAgent(tiny_config(), model=NoUpdate())  # type: ignore[arg-type]
+
+
+def test_run_demo_prints_one_line_and_draws_the_curve_with_references(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "demo"
+    assert main(["run-demo", "--run-dir", str(run), "--total-steps", "700"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Dyna on InvertedPendulum-v5 after 700 env steps: eval return ") and "demo.png" in last
+    png = run / "demo.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
