@@ -80,6 +80,10 @@ class RAVLConfig:
         dynamics_reward: a learned dynamics reward to reuse (``dynamics_reward.pt`` or a directory holding one,
             e.g. from ``mbrl model train-dynamics-reward``); ``None`` learns one after fitting the ensemble.
         morec: the filter's settings and how the dynamics reward is learned.
+        bc_warm_start: ours (not in RAVL's or MOPO's papers; 0 = off, as released): the first this many updates
+            draw their batches from the dataset only and the actor clones the dataset's actions (CQL's
+            ``policy_eval_start`` objective, :meth:`SAC.update` ``clone_actions``) while the critics and alpha
+            learn as usual; model rollouts start after it.
     """
 
     loop: OfflineLoopConfig = field(default_factory=OfflineLoopConfig)
@@ -100,8 +104,11 @@ class RAVLConfig:
     filter: Literal["none", "morec"] = "none"
     dynamics_reward: str | None = None
     morec: MorecConfig = field(default_factory=MorecConfig)
+    bc_warm_start: int = 0
 
     def __post_init__(self) -> None:
+        if self.bc_warm_start < 0:
+            raise ValueError(f"RAVLConfig: bc_warm_start must be >= 0, got {self.bc_warm_start}")
         if self.dynamics not in ("learned", "true"):
             raise ValueError(f"RAVLConfig: dynamics must be 'learned' or 'true', got {self.dynamics!r}")
         if self.penalty not in ("none", "uncertainty"):
@@ -470,7 +477,11 @@ class RAVLAgent(OfflineAgent):
 
     # -- OfflineAgent -----------------------------------------------------------------------------------------
     def _train_step(self) -> Metrics:
-        if self.num_updates % self.config.updates_per_epoch == 0:
+        c = self.config
+        since_warm_start = self.num_updates - c.bc_warm_start
+        if since_warm_start < 0:  # behaviour-cloning warm start: dataset batches, no rollouts yet
+            return self.sac.update(self.dataset.sample(c.sac.batch_size, self.rng), clone_actions=True)
+        if since_warm_start % c.updates_per_epoch == 0:
             self.last_rollout = self.rollout_epoch()
         metrics = self.sac.update(self.sample_batch())
         metrics.update(self.last_rollout)

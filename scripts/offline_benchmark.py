@@ -39,9 +39,24 @@ ALGOS = ("bc", "mopo", "ravl")
 FILTERS = ("none", "morec")
 
 
-def variant(algo: str, filt: str) -> str:
-    """Run/column name: ``mopo``, or ``mopo+morec`` with the filter."""
-    return algo if filt == "none" else f"{algo}+{filt}"
+def variant(algo: str, filt: str, tag: str = "") -> str:
+    """Run/column name: ``mopo``, ``mopo+morec`` with the filter, ``mopo+<tag>`` for a ``--set`` arm."""
+    name = algo if filt == "none" else f"{algo}+{filt}"
+    return f"{name}+{tag}" if tag and algo != "bc" else name
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``["bc_warm_start=5000", "real_ratio=0.5"]`` -> config overrides (values read as JSON, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def dataset_average(dataset_id: str) -> float:
@@ -95,9 +110,12 @@ def run_one(
     model: Any = None,
     filt: str = "none",
     dynamics_reward: Path | None = None,
+    settings: dict[str, Any] | None = None,
+    tag: str = "",
 ) -> dict[str, Any]:
     """One run, skipped if ``run_dir/result.json`` exists. ``filt="morec"`` puts the reward-consistent filter on
-    the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``)."""
+    the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``); ``settings`` override
+    fields of the RAVL/MOPO config (not BC's)."""
     from agents.bc import BCAgent, bc_preset
     from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
     from mbrl.logging import Logger, read_csv
@@ -116,9 +134,9 @@ def run_one(
         agent = BCAgent(bc_preset(dataset_id, preset, **loop))  # type: ignore[arg-type]
     else:
         make = ravl_preset if algo == "ravl" else mopo_preset
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(settings or {})
         if filt != "none":
-            extra = {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
+            extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
         config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
         agent = RAVLAgent(config, model=model, fit_model=model is None)
     start = time.perf_counter()
@@ -127,7 +145,7 @@ def run_one(
     log = read_csv(run_dir / "progress.csv")
     rows = np.isfinite(log["eval/normalized_score"])
     result = {
-        "algo": variant(algo, filt), "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
+        "algo": variant(algo, filt, tag), "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
         "final_score": final["eval/normalized_score"], "final_return": final["eval/return_mean"],
         "eval_steps": log["step"][rows].tolist(), "scores": log["eval/normalized_score"][rows].tolist(),
         "wall_s": time.perf_counter() - start, "train_s": agent.train_time_s,
@@ -141,8 +159,9 @@ def run_one(
 
 
 def table(results: list[dict[str, Any]], averages: dict[str, float]) -> str:
-    present = {r["algo"] for r in results}
+    present = list(dict.fromkeys(r["algo"] for r in results))
     columns = [v for a in ALGOS for f in FILTERS if (v := variant(a, f)) in present or f == "none"]
+    columns += [v for v in present if v not in columns]
     lines = ["| dataset | dataset avg | " + " | ".join(c.upper() for c in columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for dataset_id, avg in averages.items():
         cells = []
@@ -150,7 +169,7 @@ def table(results: list[dict[str, Any]], averages: dict[str, float]) -> str:
             s = np.array([r["final_score"] for r in results if r["dataset"] == dataset_id and r["algo"] == algo])
             cells.append(f"{s.mean():.1f} ± {s.std():.1f} (n={len(s)})" if len(s) else "–")
         lines.append(f"| {dataset_id} | {avg:.1f} | " + " | ".join(cells) + " |")
-    ravl = [r for r in results if r["algo"] == "ravl"]
+    ravl = [r for r in results if r["algo"].startswith("ravl")]
     if ravl:
         ups = np.array([r["updates_per_s"] for r in ravl])
         lines.append("")
@@ -201,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="'morec' adds MOPO/RAVL with the reward-consistent filter (BC has no model: skipped)")
     parser.add_argument("--dynamics-reward-dir", default=None,
                         help="holds <env>-<split>/dynamics_reward.pt for --filters morec (default: --model-dir)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a RAVL/MOPO config field in every run, e.g. bc_warm_start=5000 (repeatable)")
+    parser.add_argument("--tag", default="", help="name of the --set arm (column mopo+TAG, ravl+TAG)")
     parser.add_argument("--quick", action="store_true", help="tiny generated Hopper dataset, 200 updates")
     args = parser.parse_args(argv)
+    settings = parse_settings(args.settings)
+    if settings and not args.tag:
+        parser.error("--set needs --tag (the arm's name in run dirs and the table)")
     import torch
 
     from envs.datasets import dataset_preset, make_datasets, minari_id, minari_root
@@ -230,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                 for algo, filt in [(a, f) for a in args.algos for f in args.filters if a != "bc" or f == "none"]:
                     reward = None if filt == "none" else rewards[f"{env_id}-{split}"]
                     for seed in args.seeds:
-                        run_dir = out / "runs" / f"{env_id}-{split}" / f"{variant(algo, filt)}-s{seed}"
+                        run_dir = out / "runs" / f"{env_id}-{split}" / f"{variant(algo, filt, args.tag)}-s{seed}"
                         model = None if algo == "bc" else shared_model(args.model_dir, f"{env_id}-{split}", algo == "mopo")
-                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model, filt, reward)
+                        r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model, filt, reward, settings, args.tag)
                         print(f"{dataset_id} {r['algo']} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
                         results.append(r)
     text = table(results, averages)

@@ -319,8 +319,12 @@ class SAC:
             q = self.critic(obs, action_unit)
         return losses.critic_loss(q.float(), target)
 
-    def update(self, batch: TransitionBatch) -> Metrics:
+    def update(self, batch: TransitionBatch, *, clone_actions: bool = False) -> Metrics:
         """One SAC-N update on ``batch`` (env-unit actions): critics, actor and alpha in ``update_order``, targets.
+
+        ``clone_actions=True`` replaces the actor's objective by behaviour cloning of the batch's actions in the
+        form of CQL's released ``policy_eval_start`` (``alpha * log pi(pi(s)|s) - log pi(a_batch|s)``); critics,
+        alpha and targets update as usual (an offline warm start: the critics learn the cloned policy's values).
 
         Returns:
             ``critic_loss`` (TD part), ``q_mean``, ``q_std`` (std over critics, mean over the batch),
@@ -342,7 +346,7 @@ class SAC:
         alpha = self.log_alpha.detach().exp()  # SB3 order: one alpha for the whole update
         actor_first = c.update_order == "alpha_actor_critic"
         if actor_first:  # EDAC / RAVL order: alpha, actor (current critics), then critics with the new alpha
-            alpha = self._policy_step(obs, noise, alpha, alpha_first=True)
+            alpha = self._policy_step(obs, noise, alpha, alpha_first=True, clone=action if clone_actions else None)
 
         target = self._target(reward, next_obs, terminated, alpha, next_noise)
 
@@ -378,7 +382,7 @@ class SAC:
         self.critic_optimizer.step()
 
         if not actor_first:  # SB3 order: actor and temperature with the updated critics
-            self._policy_step(obs, noise, alpha, alpha_first=False)
+            self._policy_step(obs, noise, alpha, alpha_first=False, clone=action if clone_actions else None)
 
         # Targets: one fused lerp over all parameter tensors (no per-critic loop).
         with torch.no_grad():
@@ -393,8 +397,12 @@ class SAC:
         ])
         return dict(zip(self._metric_names, values.tolist()))
 
-    def _policy_step(self, obs: Tensor, noise: Tensor, alpha: Tensor, *, alpha_first: bool) -> Tensor:
+    def _policy_step(
+        self, obs: Tensor, noise: Tensor, alpha: Tensor, *, alpha_first: bool, clone: Tensor | None = None
+    ) -> Tensor:
         """Actor and temperature update (every ``actor_update_every`` updates); returns the alpha the critics use.
+
+        ``clone`` (actions in [-1, 1]): the actor clones them instead of maximising Q (see :meth:`update`).
 
         ``alpha_first=False`` (SB3): one backward and one step for both, the actor loss at ``alpha``.
         ``alpha_first=True`` (EDAC/RAVL): the temperature steps first, then the actor loss uses the new alpha.
@@ -411,9 +419,14 @@ class SAC:
             al_loss.backward(inputs=[self.log_alpha])  # the actor's grads stay None: its Adam step skips them
             self.policy_optimizer.step()
             alpha = self.log_alpha.detach().exp()
-        with self._autocast():
-            q_pi = self.critic(obs, pi)
-        a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
+        if clone is None:
+            with self._autocast():
+                q_pi = self.critic(obs, pi)
+            a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
+        else:
+            with self._autocast():
+                clone_log_prob = self.actor.log_prob(obs, clone)
+            a_loss = (alpha * log_prob - clone_log_prob).mean()
         policy_loss = a_loss
         if not alpha_first and c.auto_alpha:
             al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
