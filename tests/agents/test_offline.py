@@ -329,3 +329,25 @@ def test_bad_input_leaves_no_run_dir_and_a_resume_diff_keeps_its_quotes(
     assert cli_main([*args, "--resume", "--dynamics", "true"]) == 2
     err = capsys.readouterr().err
     assert "dynamics: stored 'learned', given 'true'" in err and err.rstrip().endswith("'true'")
+
+
+def test_bc_warm_start_clones_on_dataset_batches_before_the_first_rollout(dataset: OfflineDataset) -> None:
+    config = ravl_preset("mem", "quick", loop_updates=45, loop_eval_every=0, updates_per_epoch=20, bc_warm_start=30)
+    agent = RAVLAgent(config, dataset=dataset)
+    calls: list[bool] = []
+    update = agent.sac.update
+
+    def spy(batch: object, *, clone_actions: bool = False) -> object:
+        calls.append(clone_actions)
+        return update(batch, clone_actions=clone_actions)  # type: ignore[arg-type]
+
+    agent.sac.update = spy  # type: ignore[method-assign]
+    sizes = []
+    for _ in range(45):
+        agent._train_step()
+        agent.num_updates += 1
+        sizes.append(len(agent.model_buffer))
+    assert calls == [True] * 30 + [False] * 15
+    assert sizes[29] == 0 < sizes[30]  # the first rollout epoch starts at update 30
+    with pytest.raises(ValueError, match="bc_warm_start"):
+        ravl_preset("mem", "quick", bc_warm_start=-1)

@@ -315,3 +315,22 @@ def test_bad_inputs_are_refused() -> None:
                             torch.zeros(4), torch.zeros(4))
     with pytest.raises(ValueError, match="obs/action dims"):
         sac.update(wrong)
+
+
+def test_clone_actions_fits_the_batch_actions_and_still_trains_the_critics() -> None:
+    """The warm-start objective moves the deterministic action onto the batch's actions (env units), which the
+    Q objective on the same batch does not; the critics learn in both."""
+    b = batch(3, n=64)
+    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+    target = low + (high - low) * torch.sigmoid(b.obs[:, :ACT])  # env units, a smooth function of obs
+    fixed = TransitionBatch(b.obs, target, b.reward, b.next_obs, b.terminated, b.truncated)
+    errors = {}
+    for clone in (True, False):
+        sac = make(seed=0, init_alpha=0.01, actor_lr=3e-3)
+        critic_before = [p.detach().clone() for p in sac.critic.parameters()]
+        for _ in range(400):
+            sac.update(fixed, clone_actions=clone)
+        errors[clone] = float((sac.act(fixed.obs, deterministic=True) - target).abs().mean())
+        assert any(not torch.equal(a, b) for a, b in zip(critic_before, sac.critic.parameters()))
+    span = float((torch.as_tensor(HIGH) - torch.as_tensor(LOW)).mean())
+    assert errors[True] < 0.1 * span < errors[False], errors
