@@ -21,7 +21,9 @@ then
 reading a learned dynamics reward from ``DYNAMICS_REWARD_DIR/<env>-<split>/dynamics_reward.pt`` (default: the
 model dir; learn one with ``mbrl model train-dynamics-reward`` or ``scripts/morec_experiment.py``).
 
-Finished runs (``OUT/runs/<env>-<split>/<algo>-s<seed>/result.json``) are skipped when the script is re-run.
+Finished runs (``OUT/runs/<env>-<split>/<algo>-s<seed>/result.json``) are skipped when the script is re-run; an
+interrupted run continues from its last checkpoint (one per evaluation). ``--set KEY=VALUE --tag NAME`` runs an
+ablation arm (e.g. ``--set bc_warm_start=5000 --tag bcws5k``) in its own run dirs and table column.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def run_one(
     settings: dict[str, Any] | None = None,
     tag: str = "",
 ) -> dict[str, Any]:
-    """One run, skipped if ``run_dir/result.json`` exists. ``filt="morec"`` puts the reward-consistent filter on
+    """One run, skipped if ``run_dir/result.json`` exists, continued from its latest checkpoint if it has one. ``filt="morec"`` puts the reward-consistent filter on
     the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``); ``settings`` override
     fields of the RAVL/MOPO config (not BC's)."""
     from agents.bc import BCAgent, bc_preset
@@ -123,24 +125,29 @@ def run_one(
     done = run_dir / "result.json"
     if done.is_file():
         return dict(json.loads(done.read_text()))
-    shutil.rmtree(run_dir, ignore_errors=True)
-    loop: dict[str, Any] = {"seed": seed, "checkpoint_every": 0}
+    loop: dict[str, Any] = {"seed": seed}
     if updates is not None:
         loop["updates"] = updates
     if eval_every is not None:
-        loop["eval_every"] = eval_every
+        loop["eval_every"] = loop["checkpoint_every"] = eval_every
     agent: Any
     if algo == "bc":
-        agent = BCAgent(bc_preset(dataset_id, preset, **loop))  # type: ignore[arg-type]
+        agent = BCAgent(bc_preset(dataset_id, preset, **loop), run_dir=run_dir)  # type: ignore[arg-type]
     else:
         make = ravl_preset if algo == "ravl" else mopo_preset
         extra: dict[str, Any] = dict(settings or {})
         if filt != "none":
             extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
         config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
-        agent = RAVLAgent(config, model=model, fit_model=model is None)
+        agent = RAVLAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
+    resume_step = agent.num_updates if agent.resume() else None
+    if resume_step is None:  # nothing to continue: start clean (a run killed before its first checkpoint)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        print(f"{algo} {dataset_id} s{seed}: continuing from update {resume_step}", flush=True)
     start = time.perf_counter()
-    with Logger(run_dir, total=agent.loop.updates, desc=f"{algo} {dataset_id} s{seed}", console_keys=["eval/normalized_score"]) as logger:
+    with Logger(run_dir, total=agent.loop.updates, desc=f"{algo} {dataset_id} s{seed}", console_keys=["eval/normalized_score"],
+                resume_step=resume_step) as logger:
         final = agent.learn(logger)
     log = read_csv(run_dir / "progress.csv")
     rows = np.isfinite(log["eval/normalized_score"])

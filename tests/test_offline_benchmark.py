@@ -41,3 +41,23 @@ def test_filter_without_a_dynamics_reward_file_is_named(tmp_path: Path) -> None:
                 "--dynamics-reward-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bench"))
     assert proc.returncode != 0
     assert "no dynamics reward at" in proc.stderr and "dynamics_reward.pt" in proc.stderr
+
+
+def test_an_interrupted_run_continues_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """A run that stopped after its checkpoint at update 100 (no result.json, no later checkpoint) is continued
+    from there when the script is run again, and ends where the uninterrupted run ended."""
+    out = tmp_path / "bench"
+    args = ("--quick", "--algos", "mopo", "--splits", "medium", "--out", str(out))
+    assert (first := _run(*args)).returncode == 0, first.stderr[-2000:]
+    run = out / "runs" / "Hopper-v5-medium" / "mopo-s0"
+    uninterrupted = json.loads((run / "result.json").read_text())
+    (run / "result.json").unlink()
+    (run / "checkpoints" / "ckpt_000000200.pt").unlink()
+    second = _run(*args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "continuing from update 100" in second.stdout
+    resumed = json.loads((run / "result.json").read_text())
+    assert resumed["final_score"] == uninterrupted["final_score"]
+    assert resumed["scores"] == uninterrupted["scores"]
+    steps = read_csv(run / "progress.csv")["step"]
+    assert len(steps) == len(np.unique(steps))
