@@ -245,7 +245,7 @@ def demo_plot(run_dir: Path, wall_s: float, random_episodes: int = 20) -> Path:
     ax.axhline(1000, color="green", linestyle="--", label="maximum (1000)")
     ax.axhline(random_return, color="gray", linestyle=":", label=f"uniform random policy ({random_return:.1f})")
     ax.set(xlabel="env steps", ylabel="return (5 deterministic episodes)", ylim=(0, 1050),
-           title=f"InvertedPendulum-v5, Dyna on a learned ensemble ({wall_s / 60:.1f} min this session)")
+           title=f"Dyna on InvertedPendulum-v5 ({wall_s / 60:.1f} min wall-clock in this call)")
     ax.legend(loc="center right", fontsize=8)
     out = run_dir / "demo.png"
     fig.savefig(out, dpi=100)

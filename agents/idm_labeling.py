@@ -42,6 +42,7 @@ from mbrl.types import Metrics
 AgentName = Literal["bc", "ravl", "mopo"]
 Preset = Literal["paper", "cpu", "quick"]
 UNION_FILE = "labelled_union.npz"
+IDM_PROGRESS_FILE = "idm_fit_progress.pt"
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,19 @@ def require_actions(dataset: OfflineDataset, who: str) -> None:
 
 
 def fit_idm(
-    labelled: OfflineDataset, config: IDMConfig, seed: int, unlabelled: OfflineDataset | None = None
+    labelled: OfflineDataset,
+    config: IDMConfig,
+    seed: int,
+    unlabelled: OfflineDataset | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[InverseDynamicsModel, Metrics]:
     """Fit an IDM on ``labelled`` (validation split by episode, best checkpoint kept); the states of
     ``unlabelled``, when given, join the input standardisation (as the reference code, which standardises with
-    every trajectory's states)."""
+    every trajectory's states). ``checkpoint``: the fit's progress file (continued if it exists)."""
     require_actions(labelled, "fitting an inverse dynamics model")
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 101]).generate_state(1)[0]))
     idm = InverseDynamicsModel.for_dataset(labelled, config, generator=gen)
-    metrics = idm.fit(labelled, np.random.default_rng([seed, 102]), unlabelled=unlabelled)
+    metrics = idm.fit(labelled, np.random.default_rng([seed, 102]), unlabelled=unlabelled, checkpoint=checkpoint)
     return idm, metrics
 
 
@@ -173,7 +178,8 @@ def train_idm_label(
 
     Writes ``RUN_DIR/idm/idm.pt`` (+ ``metrics.json``), ``RUN_DIR/labelled_union.npz`` and the agent's run in
     ``RUN_DIR/agent``. Each is written once, atomically; ``--resume`` reloads the fitted IDM and the labelled
-    union instead of refitting and relabelling, and continues the agent from its latest checkpoint.
+    union instead of refitting and relabelling, continues an interrupted IDM fit from its progress file
+    (``RUN_DIR/idm_fit_progress.pt``, saved every 30 s) and the agent from its latest checkpoint.
 
     Args:
         dataset: ``.hdf5`` / ``.npz`` / Minari id. With actions: split into labelled / unlabelled; or the
@@ -222,8 +228,12 @@ def train_idm_label(
         print(f"idm: reusing {idm_dir / IDM_FILE}")
     else:
         labelled, free = labelled_and_free()
-        idm, idm_metrics = fit_idm(labelled, config.idm, seed, free)
+        progress = run.path / IDM_PROGRESS_FILE  # saved every 30 s of the fit; a resumed run continues it
+        if resume and progress.is_file():
+            print(f"idm: continuing the fit from {progress}")
+        idm, idm_metrics = fit_idm(labelled, config.idm, seed, free, checkpoint=progress)
         idm.save(idm_dir, idm_metrics)
+        progress.unlink(missing_ok=True)
         write_json_atomic(idm_dir / "metrics.json", idm_metrics)
         print(f"idm: {len(labelled)} labelled / {len(free)} unlabelled transitions "
               f"({labelled.n_episodes} / {free.n_episodes} episodes); " +

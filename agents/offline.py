@@ -127,8 +127,9 @@ class OfflineAgent:
     # -- what subclasses provide ------------------------------------------------------------------------------
     def _prepare(self) -> Metrics:
         """Work done once before the first update (e.g. fit a world model); returns metrics to log. A long
-        stage saves its own progress to :meth:`fit_progress_path` (when there is a run dir) so that a killed run
-        continues it; ``learn`` saves a checkpoint as soon as it ends and removes that file."""
+        stage saves its own progress to :meth:`fit_progress_path` (or another ``*_progress.pt`` beside it) when
+        there is a run dir, so that a killed run continues it; ``learn`` saves a checkpoint as soon as the stages
+        end and removes those files."""
         return {}
 
     def fit_progress_path(self) -> Path:
@@ -176,9 +177,10 @@ class OfflineAgent:
             self.prepared = True
             if logger is not None and metrics:
                 logger.log(metrics, self.num_updates)
-            if self.run_dir is not None:  # the fitted model is saved before any update; its progress file goes
+            if self.run_dir is not None:  # the fitted model is saved before any update; progress files go
                 self.save_to_run_dir()
-                self.fit_progress_path().unlink(missing_ok=True)
+                for stage in self.fit_progress_path().parent.glob("*_progress.pt"):
+                    stage.unlink()
         last_eval: Metrics = {}
         last_eval_at = -1
         while self.num_updates < c.updates:

@@ -416,8 +416,11 @@ class RAVLAgent(OfflineAgent):
                     f"(got {type(self.base_model).__name__}); pass a learned one with dynamics_reward=PATH"
                 )
             seed = int(np.random.SeedSequence([self.config.loop.seed, 5]).generate_state(1)[0])
+            progress = (
+                self.fit_progress_path().with_name("dynamics_reward_progress.pt") if self.run_dir is not None else None
+            )
             learned, history = train_dynamics_reward(
-                self.dataset, self.base_model, self.config.morec.reward, seed=seed
+                self.dataset, self.base_model, self.config.morec.reward, seed=seed, checkpoint=progress
             )
             self.dynamics_reward.load_state_dict(learned.state_dict())
             metrics.update({f"model/{k}": v for k, v in history[-1].items() if k != "iteration"})

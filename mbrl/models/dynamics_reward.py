@@ -40,6 +40,7 @@ Shapes: ``obs [B, D]``, ``action [B, A]``, ``next_obs [B, D]`` -> rewards ``[B]`
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections import deque
@@ -53,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
 from mbrl.data.normalizer import Normalizer
 from mbrl.models.ensemble import ProbabilisticEnsemble
@@ -482,6 +484,8 @@ def train_dynamics_reward(
     *,
     seed: int,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float = 30.0,
 ) -> tuple[DynamicsReward, list[dict[str, float]]]:
     """Learn a MOREC dynamics reward on ``dataset`` against a generator initialised from the fitted ``ensemble``.
 
@@ -506,6 +510,12 @@ def train_dynamics_reward(
         seed: all randomness (discriminator init, batches, generator noise).
         progress: called every ``log_every`` iterations with ``(iteration, metrics)`` (the training loop or
             command logs them).
+        checkpoint: a file where the training's progress is saved atomically after an iteration, at most every
+            ``checkpoint_every_s`` seconds (discriminator, generator, both optimizers, RNG states, snapshots,
+            history). If it exists when training starts, training continues from it and ends as an
+            uninterrupted run would (same seed, data, ensemble and config; else a ``ValueError`` names it). The
+            caller removes it once the result is saved.
+        checkpoint_every_s: seconds between progress saves (0: every iteration).
 
     Returns:
         ``(reward, history)``: ``history`` holds one dict per ``log_every`` iterations with ``iteration``,
@@ -561,6 +571,45 @@ def train_dynamics_reward(
     since_snap: dict[str, list[float]] = {"real": [], "fake": []}
     acc: dict[str, list[float]] = {}
     history: list[dict[str, float]] = []
+    first = 1
+    path = Path(checkpoint) if checkpoint is not None else None
+    identity = {"kind": "dynamics_reward", "n_train": n, "n_holdout": len(hold), "seed": seed, "config": asdict(config)}
+    if path is not None and path.is_file():
+        saved = load_checkpoint(path)
+        if saved.config != json.loads(json.dumps(identity)):
+            raise ValueError(
+                f"{path}: progress of another dynamics-reward training (data size, seed or config differ); remove "
+                "it to start afresh"
+            )
+        mlp.load_state_dict(saved.state["mlp"])
+        d_opt.load_state_dict(saved.state["d_opt"])
+        generator.net.load_state_dict(saved.state["generator"])
+        generator.optimizer.load_state_dict(saved.state["g_opt"])
+        st = saved.state["progress"]
+        restore_rng({"numpy": st["rng"], "torch": st["gen"]}, rng, gen)
+        snapshots.extend((dict(snap["mlp"]), float(snap["real"]), float(snap["fake"])) for snap in st["snapshots"])
+        since_snap = {k: [float(v) for v in st["since_snap"][k].tolist()] for k in ("real", "fake")}
+        acc = {k: [float(v) for v in t.tolist()] for k, t in st["acc"].items()}
+        history = [{k: float(v) for k, v in row.items()} for row in st["history"]]
+        first = int(st["iteration"]) + 1
+        start = time.monotonic() - float(st["elapsed"])
+    last_save = time.monotonic()
+
+    def save_progress(it: int) -> None:
+        assert path is not None
+        state: dict[str, Any] = {
+            "mlp": dict(mlp.state_dict()), "d_opt": d_opt.state_dict(),
+            "generator": dict(generator.net.state_dict()), "g_opt": generator.optimizer.state_dict(),
+            "progress": {
+                "iteration": it, "elapsed": time.monotonic() - start,
+                "rng": rng_state(rng)["numpy"], "gen": gen.get_state(),
+                "snapshots": [{"mlp": m, "real": r, "fake": f} for m, r, f in snapshots],
+                "since_snap": {k: torch.tensor(v, dtype=torch.float64) for k, v in since_snap.items()},
+                "acc": {k: torch.tensor(v, dtype=torch.float64) for k, v in acc.items()},
+                "history": history,
+            },
+        }
+        save_checkpoint(path, config=identity, state=state)
 
     def take_snapshot() -> None:
         real = float(np.mean(since_snap["real"])) if since_snap["real"] else 1.0
@@ -569,7 +618,7 @@ def train_dynamics_reward(
         since_snap["real"].clear()
         since_snap["fake"].clear()
 
-    for it in range(1, config.num_iterations + 1):
+    for it in range(first, config.num_iterations + 1):
         for _ in range(config.discriminator_steps):
             real_idx, ctx_idx = rows(), rows()
             with torch.no_grad():
@@ -628,6 +677,9 @@ def train_dynamics_reward(
             history.append(row)
             if progress is not None and it != config.num_iterations:
                 progress(it, row)
+        if path is not None and it < config.num_iterations and time.monotonic() - last_save >= checkpoint_every_s:
+            save_progress(it)
+            last_save = time.monotonic()
     if not snapshots:
         take_snapshot()
 

@@ -34,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mbrl.checkpoint import load_checkpoint, save_checkpoint
+from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
 from mbrl.nn import EnsembleLinear
 from mbrl.types import Metrics
@@ -414,7 +414,13 @@ class InverseDynamicsModel:
         return {"nll": float(nll.mean()), **action_errors(pred.cpu().numpy(), actions)}
 
     def fit(
-        self, dataset: OfflineDataset, rng: np.random.Generator, *, unlabelled: OfflineDataset | None = None
+        self,
+        dataset: OfflineDataset,
+        rng: np.random.Generator,
+        *,
+        unlabelled: OfflineDataset | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every_s: float = 30.0,
     ) -> Metrics:
         """Train on a labelled dataset with an episode-level validation split; keep each member's best weights.
 
@@ -422,6 +428,11 @@ class InverseDynamicsModel:
             dataset: labelled episodes (at least 2).
             rng: draws the validation episodes, the members' bootstrap samples and the minibatch order.
             unlabelled: action-free episodes whose states join the input standardisation (optional).
+            checkpoint: a file where the training's progress is saved atomically at the end of an epoch, at most
+                every ``checkpoint_every_s`` seconds (weights, optimizer, best weights so far, counters, RNG
+                states). If it exists, training continues from it and ends as an uninterrupted fit would (same
+                data, seed and config; else a ``ValueError`` names it). The caller removes it.
+            checkpoint_every_s: seconds between progress saves (0: every epoch).
 
         Returns:
             ``train_nll`` (mean over the last epoch's steps), ``val_nll`` / ``val_mse`` / ``val_r2`` of the kept
@@ -446,14 +457,15 @@ class InverseDynamicsModel:
         # caller's global RNG state is left untouched)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
-            out = self._train(windows, actions, val_windows, val_actions, pools, rng, t0)
+            progress = None if checkpoint is None else (Path(checkpoint), checkpoint_every_s)
+            out = self._train(windows, actions, val_windows, val_actions, pools, rng, t0, progress)
         final = self.evaluate(val)
         return {"val_nll": final["nll"], "val_mse": final["mse"], "val_r2": final["r2"], **out,
                 "time_s": time.perf_counter() - t0}
 
     def _train(
         self, windows: Tensor, actions: Tensor, val_windows: Tensor, val_actions: Tensor, pools: np.ndarray,
-        rng: np.random.Generator, t0: float,
+        rng: np.random.Generator, t0: float, progress: tuple[Path, float] | None = None,
     ) -> Metrics:
         c = self.config
         e, n = pools.shape
@@ -463,6 +475,38 @@ class InverseDynamicsModel:
         step = epoch = stale = 0
         validated_at = -1
         epoch_nll: list[float] = []
+        identity = {"kind": "idm_fit", "rows": n, "members": e, "val_rows": len(val_actions),
+                    "config": asdict(c)}
+        path, every_s = progress if progress is not None else (None, 0.0)
+        if path is not None and path.is_file():
+            saved = load_checkpoint(path)
+            if saved.config != json.loads(json.dumps(identity)):
+                raise ValueError(f"{path}: progress of another IDM fit (data, members or config differ); remove it")
+            self.net.load_state_dict(saved.state["net"])
+            self.optimizer.load_state_dict(saved.state["optimizer"])
+            best_state = {k: v.clone() for k, v in saved.state["best"].items()}
+            st = saved.state["progress"]
+            step, epoch, stale, validated_at = (int(st[k]) for k in ("step", "epoch", "stale", "validated_at"))
+            best_nll = st["best_nll"].to(self.device).clone()
+            best_step = st["best_step"].numpy().copy()
+            epoch_nll = [float(v) for v in st["epoch_nll"].tolist()]
+            restore_rng({"numpy": st["rng"]}, rng)
+            torch.set_rng_state(st["torch_rng"])  # dropout's stream (the forked global RNG)
+            t0 = time.perf_counter() - float(st["elapsed"])
+        last_save = time.perf_counter()
+
+        def save_progress() -> None:
+            assert path is not None
+            save_checkpoint(path, config=identity, state={
+                "net": dict(self.net.state_dict()), "optimizer": self.optimizer.state_dict(), "best": best_state,
+                "progress": {
+                    "step": step, "epoch": epoch, "stale": stale, "validated_at": validated_at,
+                    "best_nll": best_nll.cpu(), "best_step": torch.from_numpy(best_step.copy()),
+                    "epoch_nll": torch.tensor(epoch_nll, dtype=torch.float64),
+                    "rng": rng_state(rng)["numpy"], "torch_rng": torch.get_rng_state(),
+                    "elapsed": time.perf_counter() - t0,
+                },
+            })
 
         def validate() -> None:
             nonlocal stale, validated_at
@@ -504,6 +548,9 @@ class InverseDynamicsModel:
             if c.val_every is None and validated_at != step:
                 validate()
             done = done or out_of_budget() or (c.max_epochs is not None and epoch >= c.max_epochs)
+            if path is not None and not done and time.perf_counter() - last_save >= every_s:
+                save_progress()
+                last_save = time.perf_counter()
         if validated_at != step:  # the final weights are always a candidate
             validate()
         self.net.load_state_dict(best_state)

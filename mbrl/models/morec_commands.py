@@ -22,6 +22,9 @@ _PRESETS: dict[str, tuple[EnsembleConfig, FitConfig]] = {
     ),
 }
 
+FIT_PROGRESS_FILE = "fit_progress.pt"
+REWARD_PROGRESS_FILE = "dynamics_reward_progress.pt"
+
 _SHOWN = ("d_acc_real", "d_acc_fake", "reward_real_mean", "reward_fake_mean")
 
 
@@ -38,11 +41,15 @@ def fit_and_learn_reward(
 ) -> tuple[ProbabilisticEnsemble, DynamicsReward, dict[str, float]]:
     """Fit the ensemble, learn the dynamics reward, save both into ``run_dir``; returns them and the final metrics.
 
+    Both long stages save their progress into ``run_dir`` (``fit_progress.pt`` every 30 s of the fit, the fitted
+    ``model.pt`` as soon as it ends, ``dynamics_reward_progress.pt`` every 30 s of the reward learning): the same
+    call on the same ``run_dir`` after an interruption continues where it stopped, to the same result.
+
     Metrics go to ``run_dir/progress.csv`` and TensorBoard: the fit's per-epoch ``model/...`` rows (step =
     epoch) and the reward learning's ``model/d_acc_real``, ``model/d_acc_fake``, ``model/reward_real_mean`` ...
     rows (step = adversarial iteration).
     """
-    from mbrl.checkpoint import save_checkpoint
+    from mbrl.checkpoint import load_checkpoint, save_checkpoint
     from mbrl.data.io import load_dataset
     from mbrl.logging import Logger
     from mbrl.models.commands import MODEL_FILE, model_spec
@@ -68,12 +75,30 @@ def fit_and_learn_reward(
         run, desc="dynamics reward", console=verbose,
         console_keys=["model/holdout_mse", "model/d_acc_real", "model/d_acc_fake"],
     ) as logger:
-        report = fit(model, data, fit_cfg, rng=np.random.default_rng([seed, 1]), logger=logger)
-        if verbose:
-            print(
-                f"fitted {model!r}: {report.epochs} epochs ({report.stop_reason}), holdout next_obs MSE "
-                f"{report.holdout_mse:.4g}", flush=True,
+        model_path, reward_progress = run / MODEL_FILE, run / REWARD_PROGRESS_FILE
+        if model_path.is_file() and not (run / DYNAMICS_REWARD_FILE).is_file():
+            # an interrupted run whose fit had ended: keep that model, continue the reward learning
+            model.load_state_dict(load_checkpoint(model_path).state["model"])
+            if verbose:
+                print(f"continuing in {run}: fitted model loaded from {model_path}", flush=True)
+        else:
+            report = fit(
+                model, data, fit_cfg, rng=np.random.default_rng([seed, 1]), logger=logger,
+                checkpoint=run / FIT_PROGRESS_FILE,
             )
+            # saved as soon as the fit ends, before the (long) reward learning
+            save_checkpoint(
+                model_path,
+                config={"model": model_spec(model, seed), "fit": dataclasses.asdict(fit_cfg), "dataset": dataset,
+                        "env_id": data.env_id},
+                state={"model": model.state_dict()},
+            )
+            (run / FIT_PROGRESS_FILE).unlink(missing_ok=True)
+            if verbose:
+                print(
+                    f"fitted {model!r}: {report.epochs} epochs ({report.stop_reason}), holdout next_obs MSE "
+                    f"{report.holdout_mse:.4g}", flush=True,
+                )
 
         def progress(iteration: int, metrics: dict[str, float]) -> None:
             logger.log({f"model/{k}": v for k, v in metrics.items() if k != "iteration"}, iteration)
@@ -81,14 +106,11 @@ def fit_and_learn_reward(
                 shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in _SHOWN if k in metrics)
                 print(f"dynamics reward {iteration}/{reward_cfg.num_iterations}: {shown}", flush=True)
 
-        reward, history = train_dynamics_reward(data, model, reward_cfg, seed=seed, progress=progress)
-    save_checkpoint(
-        run / MODEL_FILE,
-        config={"model": model_spec(model, seed), "fit": dataclasses.asdict(fit_cfg), "dataset": dataset,
-                "env_id": data.env_id},
-        state={"model": model.state_dict()},
-    )
+        reward, history = train_dynamics_reward(
+            data, model, reward_cfg, seed=seed, progress=progress, checkpoint=reward_progress
+        )
     reward.save(run / DYNAMICS_REWARD_FILE)
+    reward_progress.unlink(missing_ok=True)
     return model, reward, history[-1]
 
 

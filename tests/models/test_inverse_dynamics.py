@@ -235,3 +235,49 @@ def test_min_steps_delays_early_stopping() -> None:
     assert metrics["steps"] >= 100 and metrics["epochs"] < 50
     with pytest.raises(ValueError, match="min_steps"):
         IDMConfig(min_steps=-1).validate()
+
+
+def test_a_fit_killed_midway_continues_from_its_progress_file(tmp_path: Path) -> None:
+    """3 bootstrapped members with dropout, 6 epochs, progress saved every epoch; the fit is stopped by an
+    exception in its 4th epoch; a fresh model of the same seed continues from the end of epoch 3 and ends bit for
+    bit where an uninterrupted fit ends (weights, best weights, metrics)."""
+    data = linear_system(12, 40, 0)
+    config = _epochs(6, num_members=3, dropout=0.1)
+    reference = _model(config)
+    ref_metrics = reference.fit(data, np.random.default_rng(5))
+    steps_per_epoch = int(ref_metrics["steps"]) // 6
+    path = tmp_path / "idm_fit_progress.pt"
+
+    killed = _model(config)
+    calls = {"n": 0}
+    update = killed.update
+
+    def dies_in_epoch_4(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3 * steps_per_epoch + 2:
+            raise KeyboardInterrupt
+        return update(*args, **kwargs)  # type: ignore[arg-type]
+
+    killed.update = dies_in_epoch_4  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit(data, np.random.default_rng(5), checkpoint=path, checkpoint_every_s=0)
+    assert path.is_file()
+
+    resumed = _model(config)
+    done = {"n": 0}
+    update2 = resumed.update
+
+    def counted(*args: object, **kwargs: object) -> object:
+        done["n"] += 1
+        return update2(*args, **kwargs)  # type: ignore[arg-type]
+
+    resumed.update = counted  # type: ignore[method-assign]
+    metrics = resumed.fit(data, np.random.default_rng(5), checkpoint=path)
+    assert done["n"] == 3 * steps_per_epoch  # epochs 4-6 only
+    for key, value in reference.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[key]), key
+    assert {k: v for k, v in metrics.items() if k != "time_s"} == {
+        k: v for k, v in ref_metrics.items() if k != "time_s"
+    }
+    with pytest.raises(ValueError, match="another IDM fit"):
+        _model(_epochs(7, num_members=3, dropout=0.1)).fit(data, np.random.default_rng(5), checkpoint=path)

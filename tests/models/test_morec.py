@@ -394,3 +394,39 @@ def test_shuffled_negatives_option(hopper: OfflineDataset, fitted: Probabilistic
     assert final["eval_acc_shuffled"] > 0.95 and final["eval_acc_real"] > 0.6 and final["eval_acc_model"] > 0.6
     assert final["eval_reward_real_mean"] > final["eval_reward_shuffled_mean"] + 0.3
     assert reward.num_snapshots == 10
+
+
+def test_reward_learning_killed_midway_continues_to_the_uninterrupted_result(
+    hopper: OfflineDataset, fitted: ProbabilisticEnsemble, tmp_path: Path
+) -> None:
+    """Progress saved every iteration; the run is stopped by an exception at iteration 60 (after a snapshot at
+    40); the second call with the same checkpoint continues from iteration 60 and ends bit for bit where an
+    uninterrupted run ends (snapshots, normaliser, calibration, history)."""
+    config = DynamicsRewardConfig(
+        hidden=32, discriminator_lr=1e-3, num_iterations=100, snapshot_every=20, num_snapshots=3, log_every=20,
+        device="cpu",
+    )
+    reference, ref_history = train_dynamics_reward(hopper, fitted, config, seed=2)
+    path = tmp_path / "dynamics_reward_progress.pt"
+
+    def stop_at_60(iteration: int, _metrics: dict[str, float]) -> None:
+        if iteration == 60:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dynamics_reward(hopper, fitted, config, seed=2, progress=stop_at_60, checkpoint=path,
+                              checkpoint_every_s=0)
+    assert path.is_file()
+    seen: list[int] = []
+    resumed, history = train_dynamics_reward(
+        hopper, fitted, config, seed=2, progress=lambda it, _m: seen.append(it), checkpoint=path
+    )
+    assert seen[0] == 60 and seen[-1] == 100  # iterations 1-59 were not trained again
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    drop = {"time_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in ref_history
+    ]
+    with pytest.raises(ValueError, match="another dynamics-reward training"):
+        train_dynamics_reward(hopper, fitted, config, seed=3, checkpoint=path)
