@@ -89,6 +89,7 @@ def fit_idm(
     seed: int,
     unlabelled: OfflineDataset | None = None,
     checkpoint: Path | None = None,
+    checkpoint_every_s: float = 30.0,
 ) -> tuple[InverseDynamicsModel, Metrics]:
     """Fit an IDM on ``labelled`` (validation split by episode, best checkpoint kept); the states of
     ``unlabelled``, when given, join the input standardisation (as the reference code, which standardises with
@@ -96,7 +97,10 @@ def fit_idm(
     require_actions(labelled, "fitting an inverse dynamics model")
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 101]).generate_state(1)[0]))
     idm = InverseDynamicsModel.for_dataset(labelled, config, generator=gen)
-    metrics = idm.fit(labelled, np.random.default_rng([seed, 102]), unlabelled=unlabelled, checkpoint=checkpoint)
+    metrics = idm.fit(
+        labelled, np.random.default_rng([seed, 102]), unlabelled=unlabelled, checkpoint=checkpoint,
+        checkpoint_every_s=checkpoint_every_s,
+    )
     return idm, metrics
 
 
@@ -173,6 +177,7 @@ def train_idm_label(
     eval_episodes: int | None = None,
     env_id: str | None = None,
     resume: bool = False,
+    idm_checkpoint_every_s: float = 30.0,
 ) -> int:
     """Fit an inverse dynamics model on labelled trajectories, label the rest, train an offline agent (SS-ORL).
 
@@ -197,6 +202,7 @@ def train_idm_label(
         eval_episodes: evaluation episodes of the agent; may change on ``--resume``.
         env_id: evaluation env (default: the dataset's).
         resume: continue the run in ``run_dir`` (same settings but ``updates`` / ``eval_episodes``).
+        idm_checkpoint_every_s: seconds between progress saves of the IDM fit (0: every epoch).
     """
     from mbrl.data import save_npz
     from mbrl.logging import Logger
@@ -228,10 +234,11 @@ def train_idm_label(
         print(f"idm: reusing {idm_dir / IDM_FILE}")
     else:
         labelled, free = labelled_and_free()
-        progress = run.path / IDM_PROGRESS_FILE  # saved every 30 s of the fit; a resumed run continues it
+        progress = run.path / IDM_PROGRESS_FILE  # saved during the fit; a resumed run continues it
         if resume and progress.is_file():
             print(f"idm: continuing the fit from {progress}")
-        idm, idm_metrics = fit_idm(labelled, config.idm, seed, free, checkpoint=progress)
+        idm, idm_metrics = fit_idm(labelled, config.idm, seed, free, checkpoint=progress,
+                                   checkpoint_every_s=idm_checkpoint_every_s)
         idm.save(idm_dir, idm_metrics)
         progress.unlink(missing_ok=True)
         write_json_atomic(idm_dir / "metrics.json", idm_metrics)

@@ -75,12 +75,13 @@ def test_offline_profile_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_resume_script_every_resumed_run_is_bit_identical(tmp_path: Path) -> None:
-    """`kill -9` five times at random points of `train ravl`, `train mopo` (most kills land inside the model
-    fit) and `train dyna`; every resumed run ends bit-identical to its uninterrupted twin (minutes)."""
+    """`kill -9` five times at random points of `train ravl`, `train mopo`, `train idm-label`, `model
+    train-dynamics-reward` (kills land inside their fits) and `train dyna`; every resumed run ends bit-identical to
+    its uninterrupted twin (minutes)."""
     proc = subprocess.run([sys.executable, str(SCRIPTS / "kill_resume.py"), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [r["command"] for r in summary] == ["ravl", "mopo", "dyna"]
+    assert [r["command"] for r in summary] == ["ravl", "mopo", "idm-label", "dynamics-reward", "dyna"]
     assert all(r["identical"] and r["csv_steps_unique"] and len(r["kills"]) == 5 for r in summary)
-    assert sum(r["kills_inside_fit"] for r in summary[:2]) > 0
+    assert sum(r["kills_inside_fit"] for r in summary[:4]) > 0

@@ -5,6 +5,7 @@ save both (``RUN_DIR/model.pt`` readable by ``mbrl model eval``, ``RUN_DIR/dynam
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,7 @@ _PRESETS: dict[str, tuple[EnsembleConfig, FitConfig]] = {
 
 FIT_PROGRESS_FILE = "fit_progress.pt"
 REWARD_PROGRESS_FILE = "dynamics_reward_progress.pt"
+RESULT_FILE = "result.json"
 
 _SHOWN = ("d_acc_real", "d_acc_fake", "reward_real_mean", "reward_fake_mean")
 
@@ -38,6 +40,7 @@ def fit_and_learn_reward(
     iterations: int | None = None,
     shuffled_negatives: float = 0.0,
     verbose: bool = True,
+    checkpoint_every_s: float = 30.0,
 ) -> tuple[ProbabilisticEnsemble, DynamicsReward, dict[str, float]]:
     """Fit the ensemble, learn the dynamics reward, save both into ``run_dir``; returns them and the final metrics.
 
@@ -45,9 +48,10 @@ def fit_and_learn_reward(
     ``model.pt`` as soon as it ends, ``dynamics_reward_progress.pt`` every 30 s of the reward learning): the same
     call on the same ``run_dir`` after an interruption continues where it stopped, to the same result.
 
-    Metrics go to ``run_dir/progress.csv`` and TensorBoard: the fit's per-epoch ``model/...`` rows (step =
-    epoch) and the reward learning's ``model/d_acc_real``, ``model/d_acc_fake``, ``model/reward_real_mean`` ...
-    rows (step = adversarial iteration).
+    Metrics go to CSV and TensorBoard: the fit's per-epoch ``model/...`` rows to ``run_dir/fit`` (step = epoch),
+    the reward learning's ``model/d_acc_real``, ``model/d_acc_fake``, ``model/reward_real_mean`` ... rows to
+    ``run_dir`` (step = adversarial iteration); each step once, also after an interruption. The final metrics go
+    to ``run_dir/result.json``; a finished run dir is reported, not recomputed.
     """
     from mbrl.checkpoint import load_checkpoint, save_checkpoint
     from mbrl.data.io import load_dataset
@@ -55,10 +59,12 @@ def fit_and_learn_reward(
     from mbrl.models.commands import MODEL_FILE, model_spec
     from mbrl.models.dynamics_reward import train_dynamics_reward
     from mbrl.models.fit import fit
+    from mbrl.run import write_json_atomic
 
     if preset not in _PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(_PRESETS)}")
     ens_cfg, fit_cfg = _PRESETS[preset]
+    fit_cfg = dataclasses.replace(fit_cfg, checkpoint_every_s=checkpoint_every_s)
     reward_cfg = dynamics_reward_preset(preset)
     if iterations is not None:
         if iterations < 1:
@@ -71,34 +77,46 @@ def fit_and_learn_reward(
         raise ValueError(f"{dataset}: the dynamics reward needs a dataset with actions")
     run = Path(run_dir)
     model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ens_cfg, seed=seed)
-    with Logger(
-        run, desc="dynamics reward", console=verbose,
-        console_keys=["model/holdout_mse", "model/d_acc_real", "model/d_acc_fake"],
-    ) as logger:
-        model_path, reward_progress = run / MODEL_FILE, run / REWARD_PROGRESS_FILE
-        if model_path.is_file() and not (run / DYNAMICS_REWARD_FILE).is_file():
-            # an interrupted run whose fit had ended: keep that model, continue the reward learning
-            model.load_state_dict(load_checkpoint(model_path).state["model"])
-            if verbose:
-                print(f"continuing in {run}: fitted model loaded from {model_path}", flush=True)
-        else:
+    model_path, reward_path = run / MODEL_FILE, run / DYNAMICS_REWARD_FILE
+    fit_progress, reward_progress, result_path = run / FIT_PROGRESS_FILE, run / REWARD_PROGRESS_FILE, run / RESULT_FILE
+    if reward_path.is_file() and model_path.is_file() and result_path.is_file():  # finished: report, do not redo
+        model.load_state_dict(load_checkpoint(model_path).state["model"])
+        if verbose:
+            print(f"{run} holds a finished run: loaded {model_path} and {reward_path}", flush=True)
+        return model, DynamicsReward.load(reward_path), json.loads(result_path.read_text())
+    if model_path.is_file():
+        # an interrupted run whose fit had ended: keep that model, continue the reward learning
+        model.load_state_dict(load_checkpoint(model_path).state["model"])
+        if verbose:
+            print(f"continuing in {run}: fitted model loaded from {model_path}", flush=True)
+    else:
+        # the fit logs per epoch into run/fit (a resumed fit drops the rows after its progress file's epoch)
+        fit_resume = int(load_checkpoint(fit_progress).state["fit"]["epoch"]) if fit_progress.is_file() else None
+        with Logger(run / "fit", desc="ensemble fit", console=False, resume_step=fit_resume) as fit_logger:
             report = fit(
-                model, data, fit_cfg, rng=np.random.default_rng([seed, 1]), logger=logger,
-                checkpoint=run / FIT_PROGRESS_FILE,
+                model, data, fit_cfg, rng=np.random.default_rng([seed, 1]), logger=fit_logger, checkpoint=fit_progress,
             )
-            # saved as soon as the fit ends, before the (long) reward learning
-            save_checkpoint(
-                model_path,
-                config={"model": model_spec(model, seed), "fit": dataclasses.asdict(fit_cfg), "dataset": dataset,
-                        "env_id": data.env_id},
-                state={"model": model.state_dict()},
+        # saved as soon as the fit ends, before the (long) reward learning
+        save_checkpoint(
+            model_path,
+            config={"model": model_spec(model, seed), "fit": dataclasses.asdict(fit_cfg), "dataset": dataset,
+                    "env_id": data.env_id},
+            state={"model": model.state_dict()},
+        )
+        fit_progress.unlink(missing_ok=True)
+        if verbose:
+            print(
+                f"fitted {model!r}: {report.epochs} epochs ({report.stop_reason}), holdout next_obs MSE "
+                f"{report.holdout_mse:.4g}", flush=True,
             )
-            (run / FIT_PROGRESS_FILE).unlink(missing_ok=True)
-            if verbose:
-                print(
-                    f"fitted {model!r}: {report.epochs} epochs ({report.stop_reason}), holdout next_obs MSE "
-                    f"{report.holdout_mse:.4g}", flush=True,
-                )
+    # the reward learning logs per iteration into run/ (resumed: rows after the progress file's iteration go)
+    reward_resume = (
+        int(load_checkpoint(reward_progress).state["progress"]["iteration"]) if reward_progress.is_file() else 0
+    )
+    with Logger(
+        run, desc="dynamics reward", console=verbose, resume_step=reward_resume,
+        console_keys=["model/d_acc_real", "model/d_acc_fake"],
+    ) as logger:
 
         def progress(iteration: int, metrics: dict[str, float]) -> None:
             logger.log({f"model/{k}": v for k, v in metrics.items() if k != "iteration"}, iteration)
@@ -107,9 +125,11 @@ def fit_and_learn_reward(
                 print(f"dynamics reward {iteration}/{reward_cfg.num_iterations}: {shown}", flush=True)
 
         reward, history = train_dynamics_reward(
-            data, model, reward_cfg, seed=seed, progress=progress, checkpoint=reward_progress
+            data, model, reward_cfg, seed=seed, progress=progress, checkpoint=reward_progress,
+            checkpoint_every_s=checkpoint_every_s,
         )
-    reward.save(run / DYNAMICS_REWARD_FILE)
+    reward.save(reward_path)
+    write_json_atomic(result_path, history[-1])
     reward_progress.unlink(missing_ok=True)
     return model, reward, history[-1]
 
@@ -123,6 +143,7 @@ def train_dynamics_reward_command(
     iterations: int | None = None,
     shuffled_negatives: float = 0.0,
     threads: int = 1,
+    checkpoint_every_s: float = 30.0,
 ) -> int:
     """Fit an ensemble and learn MOREC's dynamics reward on a dataset; save both into RUN_DIR.
 
@@ -137,13 +158,15 @@ def train_dynamics_reward_command(
             row's next state (not in the paper; 0.25 made the filter's rollouts closer to the simulator on the
             generated Hopper/HalfCheetah data, see the README).
         threads: torch intra-op threads.
+        checkpoint_every_s: seconds between progress saves of the fit and of the reward learning (0: every epoch
+            / iteration); running the same command again on the same run dir continues an interrupted run.
     """
     from mbrl.utils import set_threads
 
     set_threads(threads)
     _, reward, final = fit_and_learn_reward(
         dataset, run_dir, seed=seed, preset=preset, env_id=env_id, iterations=iterations,
-        shuffled_negatives=shuffled_negatives,
+        shuffled_negatives=shuffled_negatives, checkpoint_every_s=checkpoint_every_s,
     )
     print(
         f"{reward!r}\n  held-out: r_D real {final['eval_reward_real_mean']:.3f} ± {final['eval_reward_real_std']:.3f}, "

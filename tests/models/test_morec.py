@@ -368,10 +368,15 @@ def test_cli_train_dynamics_reward(hopper: OfflineDataset, tmp_path: Path, capsy
     reward = DynamicsReward.load(run)
     assert reward.config.shuffled_negatives == 0.25
     assert reward.num_snapshots == 5 and (reward.obs_dim, reward.action_dim) == (11, 3)
-    log = read_csv(run / "progress.csv")
-    for key in ("model/holdout_mse", "model/d_acc_real", "model/d_acc_fake", "model/reward_real_mean",
-                "model/reward_fake_std", "model/eval_acc_shuffled"):
+    log, fit_log = read_csv(run / "progress.csv"), read_csv(run / "fit" / "progress.csv")
+    assert "model/holdout_mse" in fit_log and np.isfinite(fit_log["model/holdout_mse"]).all()
+    for key in ("model/d_acc_real", "model/d_acc_fake", "model/reward_real_mean", "model/reward_fake_std",
+                "model/eval_acc_shuffled"):
         assert key in log and np.isfinite(log[key]).any(), key
+    # a finished run dir is reported, not recomputed
+    assert cli_main([*args, "--iterations", "100", "--shuffled-negatives", "0.25"]) == 0
+    assert "holds a finished run" in capsys.readouterr().out
+    assert len(read_csv(run / "progress.csv")["step"]) == len(log["step"])
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
     # The saved ensemble is readable by `mbrl model eval`, the reward by `train ... --dynamics-reward`.
     assert cli_main(["model", "eval", str(run), "--dataset", str(data), "--horizons", "1", "--json"]) == 0
