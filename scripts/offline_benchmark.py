@@ -32,6 +32,7 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,9 @@ def run_one(
         extra: dict[str, Any] = dict(settings or {})
         if filt != "none":
             extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
+        learner = {k[4:]: extra.pop(k) for k in list(extra) if k.startswith("sac.")}  # e.g. sac.critic_layer_norm
         config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
+        config = replace(config, sac=replace(config.sac, **learner))
         agent = RAVLAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
     resume_step = agent.num_updates if agent.resume() else None
     if resume_step is None:  # nothing to continue: start clean (a run killed before its first checkpoint)
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dynamics-reward-dir", default=None,
                         help="holds <env>-<split>/dynamics_reward.pt for --filters morec (default: --model-dir)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a RAVL/MOPO config field in every run, e.g. bc_warm_start=5000 (repeatable)")
+                        help="override a RAVL/MOPO config field in every run, e.g. bc_warm_start=5000 or "
+                             "sac.critic_layer_norm=true (repeatable)")
     parser.add_argument("--tag", default="", help="name of the --set arm (column mopo+TAG, ravl+TAG)")
     parser.add_argument("--quick", action="store_true", help="tiny generated Hopper dataset, 200 updates")
     args = parser.parse_args(argv)

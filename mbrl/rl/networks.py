@@ -203,6 +203,8 @@ class CriticEnsemble(nn.Module):
         depth: number of hidden layers.
         spectral_norm_layers: indices of the layers (``0 .. depth``; ``depth`` is the output layer; negative
             indices count from the end) whose weights are spectrally normalised.
+        layer_norm: LayerNorm (per-critic affine, initialised to identity) after every hidden linear layer,
+            before the ReLU, as in RLPD (Ball et al., ICML 2023), which bounds how far Q extrapolates.
         generator: initialisation RNG.
     """
 
@@ -215,6 +217,7 @@ class CriticEnsemble(nn.Module):
         depth: int = 2,
         *,
         spectral_norm_layers: Sequence[int] = (),
+        layer_norm: bool = False,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -239,6 +242,14 @@ class CriticEnsemble(nn.Module):
         self.num_critics = num_critics
         self.obs_dim = obs_dim
         self.action_dim = action_dim
+        self.hidden = hidden
+        self.norm_weight: nn.ParameterList | None = None
+        self.norm_bias: nn.ParameterList | None = None
+        if layer_norm:
+            self.norm_weight = nn.ParameterList(
+                [nn.Parameter(torch.ones(num_critics, 1, hidden)) for _ in range(depth)]
+            )
+            self.norm_bias = nn.ParameterList([nn.Parameter(torch.zeros(num_critics, 1, hidden)) for _ in range(depth)])
 
     def ensemble_layers(self) -> list[EnsembleLinear]:
         """The ``depth + 1`` stacked layers, input first (typed access for inspection and tests)."""
@@ -268,6 +279,8 @@ class CriticEnsemble(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
+                if self.norm_weight is not None and self.norm_bias is not None:
+                    x = F.layer_norm(x, (self.hidden,)) * self.norm_weight[i] + self.norm_bias[i]
                 x = F.relu(x)
         return x.squeeze(-1)
 

@@ -64,6 +64,7 @@ class SACConfig:
         edac_eta: weight of EDAC's ensemble-diversity term (0 disables it; needs num_critics >= 2).
         critic_spectral_norm_layers: indices of critic layers (0 .. depth, depth = output layer, negative from the
             end) whose weights are spectrally normalised per critic; () disables.
+        critic_layer_norm: LayerNorm after every hidden layer of the critics (RLPD's; off in every paper preset).
         critic_input_noise_std: std of Gaussian noise added to the observations fed to the critic loss (obs units).
         adv_epsilon: radius of the adversarial observation perturbation of the critic input (0 disables).
         adv_steps: projected-gradient ascent steps (1 with the default step size = FGSM).
@@ -100,6 +101,7 @@ class SACConfig:
     log_std_max: float = 2.0
     edac_eta: float = 0.0
     critic_spectral_norm_layers: tuple[int, ...] = ()
+    critic_layer_norm: bool = False
     critic_input_noise_std: float = 0.0
     adv_epsilon: float = 0.0
     adv_steps: int = 1
@@ -198,7 +200,7 @@ class SAC:
         )
         self.critic = CriticEnsemble(
             obs_dim, action_dim, c.num_critics, c.hidden, c.depth,
-            spectral_norm_layers=c.critic_spectral_norm_layers, generator=generator,
+            spectral_norm_layers=c.critic_spectral_norm_layers, layer_norm=c.critic_layer_norm, generator=generator,
         )
         if c.init == "edac":
             edac_init(self.actor, self.critic, generator)

@@ -140,3 +140,28 @@ def test_networks_do_not_touch_the_global_rng() -> None:
     b = CriticEnsemble(4, 2, 3, generator=torch.Generator().manual_seed(7))
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     assert math.isfinite(float(a(torch.zeros(1, 4), torch.zeros(1, 2)).sum().detach()))
+
+
+def test_critic_layer_norm_normalises_each_critics_hidden_layers() -> None:
+    """With LayerNorm the critics' output equals a hand computation (normalise, per-critic affine, ReLU), and a
+    100x larger input leaves the output unchanged (LayerNorm removes the scale), which plain critics do not."""
+    gen = torch.Generator().manual_seed(0)
+    critic = CriticEnsemble(3, 2, num_critics=4, hidden=16, depth=2, layer_norm=True, generator=gen)
+    with torch.no_grad():
+        for w in critic.norm_weight:  # type: ignore[union-attr]
+            w.uniform_(0.5, 1.5, generator=gen)
+    obs, act = torch.randn(5, 3, generator=gen), torch.randn(5, 2, generator=gen)
+    x = torch.cat([obs, act], -1)
+    for i, layer in enumerate(critic.layers[:-1]):
+        h = layer(x)
+        mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+        x = torch.relu((h - mean) / torch.sqrt(var + 1e-5) * critic.norm_weight[i] + critic.norm_bias[i])  # type: ignore[index]
+    expected = critic.layers[-1](x).squeeze(-1)
+    torch.testing.assert_close(critic(obs, act), expected)
+    no_bias = CriticEnsemble(3, 2, num_critics=4, hidden=16, depth=2, layer_norm=True, generator=gen)
+    plain = CriticEnsemble(3, 2, num_critics=4, hidden=16, depth=2, generator=gen)
+    for net in (no_bias, plain):
+        with torch.no_grad():
+            net.layers[0].bias.zero_()  # type: ignore[union-attr]
+    torch.testing.assert_close(no_bias(100 * obs, 100 * act), no_bias(obs, act), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(plain(100 * obs, 100 * act), plain(obs, act))
