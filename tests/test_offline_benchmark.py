@@ -34,6 +34,14 @@ def test_quick_benchmark_with_and_without_the_filter(tmp_path: Path) -> None:
     assert (out / "runs" / "Hopper-v5-medium" / "mopo+morec-s0" / "result.json").is_file()
     table = (out / "offline_benchmark.md").read_text()
     assert "| MOPO | MOPO+MOREC |" in table
+    # offline_report.py: one row per arm with the per-seed finals of the runs, and a curve per dataset
+    report = subprocess.run([sys.executable, str(SCRIPT.with_name("offline_report.py")), str(out), "--out",
+                             str(tmp_path / "rep" / "abl")], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = {r["arm"]: r for r in json.loads((tmp_path / "rep" / "abl.json").read_text())["rows"]}
+    assert set(rows) == {"mopo @200", "mopo+morec @200"}
+    assert rows["mopo @200"]["final"] == [by_algo["mopo"]["final_score"]]
+    assert (tmp_path / "rep" / "abl_quick_hopper_medium-v0.png").stat().st_size > 10_000
 
 
 def test_filter_without_a_dynamics_reward_file_is_named(tmp_path: Path) -> None:
