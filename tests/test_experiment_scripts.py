@@ -73,6 +73,17 @@ def test_offline_profile_quick(tmp_path: Path) -> None:
     assert 0 < out["results"][0]["edac_share_of_learner"] < 1
 
 
+def test_mbpo_bench_quick(tmp_path: Path) -> None:
+    text = _run("bench/mbpo.py", "--json", cwd=tmp_path)
+    out = json.loads(text[text.index("\n{") + 1 :])
+    w = out["window"]
+    parts = ("sac_updates_s_per_1k", "model_fit_s_per_1k", "rollouts_s_per_1k", "env_and_rest_s_per_1k")
+    assert w["sac_updates_s_per_1k"] > 0 and sum(w[k] for k in parts) == pytest.approx(w["total_s_per_1k"])
+    assert [r["transitions"] for r in out["fit"]] == sorted(r["transitions"] for r in out["fit"])
+    assert all(r["mbpo_epochs"] >= r["cpu_cap_epochs"] and r["mbpo_holdout_mse"] > 0 for r in out["fit"])
+    assert out["cpu"] and "per 1k env steps" in text
+
+
 @pytest.mark.slow
 def test_kill_resume_script_every_resumed_run_is_bit_identical(tmp_path: Path) -> None:
     """`kill -9` five times at random points of `train ravl`, `train mopo`, `train idm-label`, `model
