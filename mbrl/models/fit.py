@@ -133,6 +133,13 @@ class FitReport:
         }
 
 
+def _with_next_state(data: OfflineDataset) -> TransitionBatch:
+    """``data``'s rows whose ``next_observations`` is the true next state, as a batch."""
+    batch = data.to_batch()
+    known = data.known_next_obs()
+    return batch if known.all() else batch.index(torch.from_numpy(np.flatnonzero(known)))
+
+
 def split_holdout(
     data: OfflineDataset | TransitionBatch,
     holdout_fraction: float,
@@ -140,6 +147,8 @@ def split_holdout(
     max_holdout: int | None = None,
 ) -> tuple[TransitionBatch, TransitionBatch, str]:
     """``(train, holdout, split)``: whole episodes held out when ``data`` has >= 2 episodes, else random rows.
+    Rows of an ``OfflineDataset`` without a true next state (``next_obs_known`` False, e.g. a D4RL file's derived
+    terminal row) are in neither: a dynamics model never fits or is scored on a placeholder.
 
     Raises:
         ValueError: fewer than 2 rows.
@@ -148,9 +157,9 @@ def split_holdout(
         raise ValueError(f"fit: need at least 2 transitions to hold some out, got {len(data)}")
     if isinstance(data, OfflineDataset) and data.n_episodes >= 2:
         train_ds, hold_ds = data.split_by_episode(holdout_fraction, rng)
-        train, hold, split = train_ds.to_batch(), hold_ds.to_batch(), "episode"
+        train, hold, split = _with_next_state(train_ds), _with_next_state(hold_ds), "episode"
     else:
-        batch = data.to_batch() if isinstance(data, OfflineDataset) else data
+        batch = _with_next_state(data) if isinstance(data, OfflineDataset) else data
         n = len(batch)
         n_hold = min(max(round(holdout_fraction * n), 1), n - 1)
         perm = torch.from_numpy(rng.permutation(n))

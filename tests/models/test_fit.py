@@ -211,3 +211,24 @@ def test_an_interrupted_fit_resumes_from_its_progress_file_to_the_same_result(tm
                                resumed.predict(batch.obs, batch.action, deterministic=True).next_obs, rtol=0, atol=0)
     with pytest.raises(ValueError, match="another fit"):
         fit(make(), data, config, rng=np.random.default_rng(4), checkpoint=progress)
+
+
+@pytest.mark.parametrize("episodes", [4, 1])  # the episode split, and the row split of one episode
+def test_rows_without_a_true_next_state_are_neither_fitted_nor_scored(episodes: int) -> None:
+    from mbrl.data import OfflineDataset
+    from mbrl.models.fit import split_holdout
+
+    ds = random_dataset("Hopper-v5", 200, seed=0)
+    known = np.ones(len(ds), bool)
+    known[49::50] = False  # e.g. the derived next state of a D4RL terminal row
+    ends = np.zeros(len(ds), bool)
+    ends[len(ds) // episodes - 1 :: len(ds) // episodes] = True  # 4 episodes of 50, or one of 200
+    nxt = np.concatenate([ds.observations[1:], ds.observations[-1:]])  # continuous: no other episode breaks
+    marked = OfflineDataset(ds.observations, ds.actions, ds.rewards, nxt, np.zeros(len(ds), bool), ends,
+                            next_obs_known=known)
+    train, hold, split = split_holdout(marked, 0.25, np.random.default_rng(0))
+    assert split == ("episode" if episodes > 1 else "row")
+    assert len(train) + len(hold) == int(known.sum()) == 196
+    used = torch.cat([train.obs, hold.obs])
+    for row in np.flatnonzero(~known):
+        assert not (used == torch.from_numpy(ds.observations[row])).all(-1).any(), row
