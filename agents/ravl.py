@@ -486,7 +486,8 @@ class RAVLAgent(OfflineAgent):
             return self.sac.update(self.dataset.sample(c.sac.batch_size, self.rng), clone_actions=True)
         if since_warm_start % c.updates_per_epoch == 0:
             self.last_rollout = self.rollout_epoch()
-        metrics = self.sac.update(self.sample_batch())
+        anchor = self.dataset.sample(c.sac.batch_size, self.rng) if c.sac.bc_weight > 0 else None
+        metrics = self.sac.update(self.sample_batch(), bc_batch=anchor)
         metrics.update(self.last_rollout)
         return metrics
 

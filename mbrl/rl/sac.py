@@ -73,6 +73,9 @@ class SACConfig:
         adv_weight: the critic loss is ``TD(obs) + adv_weight * TD(obs + delta)``.
         use_bf16: run forward passes under bf16 autocast (fp32 master weights and losses).
         actor_update_every: update the actor and alpha every k critic updates (1 = every update).
+        bc_weight: TD3+BC's behaviour regulariser on the actor (Fujimoto & Gu, NeurIPS 2021, their alpha=2.5), in
+            SAC form: actor loss ``bc_weight * mean(alpha log pi - Q) / mean|Q| - mean log pi(a_data|s_data)`` on
+            the ``bc_batch`` given to :meth:`update` (0 = off, as in every paper preset).
         init: parameter initialisation: ``"torch"`` (``nn.Linear``'s uniform, SB3) or ``"edac"`` (EDAC's and
             RAVL's released code: hidden biases 0.1, critic output layer ``U(+-3e-3)``, actor output layer
             ``U(+-1e-3)``; hidden weights as ``nn.Linear``).
@@ -110,6 +113,7 @@ class SACConfig:
     adv_weight: float = 1.0
     use_bf16: bool = False
     actor_update_every: int = 1
+    bc_weight: float = 0.0
     init: Literal["torch", "edac"] = "torch"
     update_order: Literal["critic_first", "alpha_actor_critic"] = "critic_first"
     device: str = "cpu"
@@ -137,6 +141,7 @@ class SACConfig:
         check(self.adv_epsilon >= 0, f"adv_epsilon must be >= 0, got {self.adv_epsilon}")
         check(self.adv_steps >= 1, f"adv_steps must be >= 1, got {self.adv_steps}")
         check(self.adv_norm in ("linf", "l2"), f"adv_norm must be 'linf' or 'l2', got {self.adv_norm!r}")
+        check(self.bc_weight >= 0, f"bc_weight must be >= 0, got {self.bc_weight}")
         check(self.actor_update_every >= 1, f"actor_update_every must be >= 1, got {self.actor_update_every}")
         check(self.log_std_min < self.log_std_max, "log_std_min must be < log_std_max")
         check(self.init in ("torch", "edac"), f"init must be 'torch' or 'edac', got {self.init!r}")
@@ -321,12 +326,15 @@ class SAC:
             q = self.critic(obs, action_unit)
         return losses.critic_loss(q.float(), target)
 
-    def update(self, batch: TransitionBatch, *, clone_actions: bool = False) -> Metrics:
+    def update(
+        self, batch: TransitionBatch, *, clone_actions: bool = False, bc_batch: TransitionBatch | None = None
+    ) -> Metrics:
         """One SAC-N update on ``batch`` (env-unit actions): critics, actor and alpha in ``update_order``, targets.
 
         ``clone_actions=True`` replaces the actor's objective by behaviour cloning of the batch's actions in the
         form of CQL's released ``policy_eval_start`` (``alpha * log pi(pi(s)|s) - log pi(a_batch|s)``); critics,
         alpha and targets update as usual (an offline warm start: the critics learn the cloned policy's values).
+        ``bc_batch`` (dataset transitions; used when ``config.bc_weight > 0``): the actor's behaviour regulariser.
 
         Returns:
             ``critic_loss`` (TD part), ``q_mean``, ``q_std`` (std over critics, mean over the batch),
@@ -344,11 +352,17 @@ class SAC:
             )
         obs, reward, next_obs, terminated = batch.obs, batch.reward, batch.next_obs, batch.terminated
         action = self.to_unit(batch.action)
+        anchor = None
+        if c.bc_weight > 0 and bc_batch is not None and not clone_actions:
+            bc_batch = bc_batch.to(self.device) if bc_batch.obs.device != self.device else bc_batch
+            anchor = (bc_batch.obs, self.to_unit(bc_batch.action))
         noise, next_noise = self._draw_noise(obs.shape[0])
         alpha = self.log_alpha.detach().exp()  # SB3 order: one alpha for the whole update
         actor_first = c.update_order == "alpha_actor_critic"
         if actor_first:  # EDAC / RAVL order: alpha, actor (current critics), then critics with the new alpha
-            alpha = self._policy_step(obs, noise, alpha, alpha_first=True, clone=action if clone_actions else None)
+            alpha = self._policy_step(
+                obs, noise, alpha, alpha_first=True, clone=action if clone_actions else None, anchor=anchor
+            )
 
         target = self._target(reward, next_obs, terminated, alpha, next_noise)
 
@@ -384,7 +398,9 @@ class SAC:
         self.critic_optimizer.step()
 
         if not actor_first:  # SB3 order: actor and temperature with the updated critics
-            self._policy_step(obs, noise, alpha, alpha_first=False, clone=action if clone_actions else None)
+            self._policy_step(
+                obs, noise, alpha, alpha_first=False, clone=action if clone_actions else None, anchor=anchor
+            )
 
         # Targets: one fused lerp over all parameter tensors (no per-critic loop).
         with torch.no_grad():
@@ -400,11 +416,19 @@ class SAC:
         return dict(zip(self._metric_names, values.tolist()))
 
     def _policy_step(
-        self, obs: Tensor, noise: Tensor, alpha: Tensor, *, alpha_first: bool, clone: Tensor | None = None
+        self,
+        obs: Tensor,
+        noise: Tensor,
+        alpha: Tensor,
+        *,
+        alpha_first: bool,
+        clone: Tensor | None = None,
+        anchor: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Actor and temperature update (every ``actor_update_every`` updates); returns the alpha the critics use.
 
         ``clone`` (actions in [-1, 1]): the actor clones them instead of maximising Q (see :meth:`update`).
+        ``anchor`` (dataset obs, actions in [-1, 1]): TD3+BC's regulariser with weight ``config.bc_weight``.
 
         ``alpha_first=False`` (SB3): one backward and one step for both, the actor loss at ``alpha``.
         ``alpha_first=True`` (EDAC/RAVL): the temperature steps first, then the actor loss uses the new alpha.
@@ -425,6 +449,11 @@ class SAC:
             with self._autocast():
                 q_pi = self.critic(obs, pi)
             a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
+            if anchor is not None:  # TD3+BC: Q term scaled by bc_weight / mean|Q|, plus the data's NLL
+                with self._autocast():
+                    anchor_log_prob = self.actor.log_prob(*anchor)
+                scale = c.bc_weight / q_pi.detach().float().abs().mean().clamp_min(1e-6)
+                a_loss = scale * a_loss - anchor_log_prob.mean()
         else:
             with self._autocast():
                 clone_log_prob = self.actor.log_prob(obs, clone)

@@ -351,3 +351,21 @@ def test_bc_warm_start_clones_on_dataset_batches_before_the_first_rollout(datase
     assert sizes[29] == 0 < sizes[30]  # the first rollout epoch starts at update 30
     with pytest.raises(ValueError, match="bc_warm_start"):
         ravl_preset("mem", "quick", bc_warm_start=-1)
+
+
+def test_bc_weight_gives_each_update_a_dataset_anchor_batch(dataset: OfflineDataset) -> None:
+    base = ravl_preset("mem", "quick", loop_updates=5, loop_eval_every=0, updates_per_epoch=5)
+    agent = RAVLAgent(replace(base, sac=replace(base.sac, bc_weight=2.5)), dataset=dataset)
+    seen: list[object] = []
+    update = agent.sac.update
+
+    def spy(batch: object, **kw: object) -> object:
+        seen.append(kw.get("bc_batch"))
+        return update(batch, **kw)  # type: ignore[arg-type]
+
+    agent.sac.update = spy  # type: ignore[method-assign]
+    agent._train_step()
+    anchor = seen[0]
+    assert anchor is not None and len(anchor) == base.sac.batch_size  # type: ignore[arg-type]
+    data_obs = torch.from_numpy(dataset.observations)
+    assert all((data_obs == row).all(-1).any() for row in anchor.obs)  # type: ignore[attr-defined]

@@ -334,3 +334,26 @@ def test_clone_actions_fits_the_batch_actions_and_still_trains_the_critics() -> 
         assert any(not torch.equal(a, b) for a, b in zip(critic_before, sac.critic.parameters()))
     span = float((torch.as_tensor(HIGH) - torch.as_tensor(LOW)).mean())
     assert errors[True] < 0.1 * span < errors[False], errors
+
+
+def test_bc_weight_anchors_the_actor_to_the_bc_batch_and_is_off_by_default() -> None:
+    """TD3+BC's regulariser: with a small weight on the Q term the actor follows the anchor batch's actions;
+    with bc_weight 0 the same bc_batch is ignored (bit-identical to an update without it)."""
+    b = batch(4, n=64)
+    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+    target = low + (high - low) * torch.sigmoid(b.obs[:, :ACT])
+    anchor = TransitionBatch(b.obs, target, b.reward, b.next_obs, b.terminated, b.truncated)
+    errors = {}
+    for weight in (1e-3, 0.0):
+        sac = make(seed=0, init_alpha=0.01, actor_lr=3e-3, bc_weight=weight)
+        for _ in range(400):
+            sac.update(b, bc_batch=anchor)
+        errors[weight] = float((sac.act(b.obs, deterministic=True) - target).abs().mean())
+    span = float((high - low).mean())
+    assert errors[1e-3] < 0.1 * span < errors[0.0], errors
+    plain, ignored = make(seed=1), make(seed=1)
+    for _ in range(3):
+        m1, m2 = plain.update(b), ignored.update(b, bc_batch=anchor)
+    assert m1 == m2
+    with pytest.raises(ValueError, match="bc_weight"):
+        make(bc_weight=-1.0)
