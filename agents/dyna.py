@@ -37,7 +37,7 @@ from mbrl.models.fit import FitConfig, fit
 from mbrl.models.losse import LosseConfig, LosseModel
 from mbrl.models.protocol import WorldModel, is_single_pass
 from mbrl.rl.sac import SAC, SACConfig
-from mbrl.rollouts import rollout
+from mbrl.rollouts import RolloutBuffer, mixed_batch
 from mbrl.types import Metrics, TransitionBatch
 from mbrl.utils import set_threads
 
@@ -286,7 +286,7 @@ class DynaAgent:
             action_dim,
             rng=np.random.default_rng([config.seed, 1]),
         )
-        self.model_buffer = ReplayBuffer(
+        self.model_buffer = RolloutBuffer(
             self._model_buffer_capacity(), obs_dim, action_dim, rng=np.random.default_rng([config.seed, 2])
         )
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -382,7 +382,7 @@ class DynaAgent:
         epoch = self.step // c.epoch_length
         horizon = c.rollout.length(epoch)
         start = self.real_buffer.sample(c.rollouts_per_step * c.model_train_every).obs
-        batch, stats = rollout(
+        _, stats = self.model_buffer.refill(
             self.model,
             self.sac.as_policy(deterministic=False),
             start,
@@ -390,16 +390,6 @@ class DynaAgent:
             term_fn=self.spec.term_fn,
             generator=self.torch_gen,
         )
-        if len(batch) > 0:
-            arrays = batch.as_numpy()
-            self.model_buffer.add(
-                arrays["obs"],
-                arrays["action"],
-                arrays["reward"],
-                arrays["next_obs"],
-                arrays["terminated"],
-                arrays["truncated"],
-            )
         t2 = time.perf_counter()
         self.model_time_s += t1 - t0
         self.rollout_time_s += t2 - t1
@@ -422,14 +412,9 @@ class DynaAgent:
 
     def _sample_training_batch(self) -> TransitionBatch:
         c = self.config
-        n = c.sac.batch_size
-        if not c.use_model or len(self.model_buffer) == 0:
-            return self.real_buffer.sample(n)
-        n_real = round(n * c.real_ratio)
-        parts = [self.model_buffer.sample(n - n_real)]
-        if n_real > 0:
-            parts.insert(0, self.real_buffer.sample(n_real))
-        return TransitionBatch.cat(parts) if len(parts) > 1 else parts[0]
+        if not c.use_model:
+            return self.real_buffer.sample(c.sac.batch_size)
+        return mixed_batch(self.real_buffer.sample, self.model_buffer, c.sac.batch_size, c.real_ratio)
 
     def train_policy(self) -> Metrics:
         metrics: Metrics = {}

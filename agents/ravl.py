@@ -45,7 +45,7 @@ from torch import Tensor
 
 from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from envs import get_spec, require_term_fn
-from mbrl.data import OfflineDataset, ReplayBuffer
+from mbrl.data import OfflineDataset
 from mbrl.models.contract import require_world_model
 from mbrl.models.dynamics_reward import DynamicsReward, dynamics_reward_preset, train_dynamics_reward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -54,7 +54,7 @@ from mbrl.models.morec import MorecConfig, RewardConsistentFilter
 from mbrl.models.protocol import Ensemble, WorldModel
 from mbrl.models.wrappers import DelegatingModel, KnownFunctionsModel
 from mbrl.rl.sac import SAC, SACConfig
-from mbrl.rollouts import rollout
+from mbrl.rollouts import RolloutBuffer, mixed_batch
 from mbrl.types import Metrics, ModelStep, TransitionBatch
 
 
@@ -391,7 +391,7 @@ class RAVLAgent(OfflineAgent):
             else rollout_model
         )
         capacity = config.rollouts_per_epoch * config.rollout_length * config.retain_epochs
-        self.model_buffer = ReplayBuffer(
+        self.model_buffer = RolloutBuffer(
             capacity, self.obs_dim, self.action_dim, rng=np.random.default_rng([seed, 4])
         )
         obs = self.dataset.observations
@@ -432,7 +432,7 @@ class RAVLAgent(OfflineAgent):
         t0 = time.perf_counter()
         rows = self.rng.integers(0, len(self.dataset), size=c.rollouts_per_epoch)
         start = torch.from_numpy(self.dataset.observations[rows])
-        batch, stats = rollout(
+        batch, stats = self.model_buffer.refill(
             self.model,
             self.sac.as_policy(deterministic=False),
             start,
@@ -441,11 +441,6 @@ class RAVLAgent(OfflineAgent):
             generator=self.torch_gen,
             clip_obs=self._clip,
         )
-        if len(batch) > 0:
-            a = batch.to("cpu").as_numpy()
-            self.model_buffer.add(
-                a["obs"], a["action"], a["reward"], a["next_obs"], a["terminated"], a["truncated"]
-            )
         self.rollout_time_s += time.perf_counter() - t0
         out = stats.metrics("rollout/")
         out["rollout/buffer_size"] = float(len(self.model_buffer))
@@ -467,16 +462,9 @@ class RAVLAgent(OfflineAgent):
     def sample_batch(self) -> TransitionBatch:
         """A SAC batch: ``round(real_ratio * B)`` dataset rows, the rest from the model buffer."""
         c = self.config
-        n = c.sac.batch_size
-        if len(self.model_buffer) == 0:
-            return self.dataset.sample(n, self.rng)
-        n_real = round(n * c.real_ratio)
-        parts = []
-        if n_real > 0:
-            parts.append(self.dataset.sample(n_real, self.rng))
-        if n - n_real > 0:
-            parts.append(self.model_buffer.sample(n - n_real))
-        return TransitionBatch.cat(parts) if len(parts) > 1 else parts[0]
+        return mixed_batch(
+            lambda n: self.dataset.sample(n, self.rng), self.model_buffer, c.sac.batch_size, c.real_ratio
+        )
 
     # -- OfflineAgent -----------------------------------------------------------------------------------------
     def _train_step(self) -> Metrics:

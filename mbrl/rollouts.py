@@ -4,6 +4,9 @@
   step per chunk of start states), returning every valid transition. Steps after a termination are dropped;
   the last step of a rollout that did not terminate has ``truncated = 1``; rows whose prediction is not
   finite never leave the function (dropped, their rollout stopped, counted in the stats).
+* :class:`RolloutBuffer` and :func:`mixed_batch`: MBPO's layer, shared by Dyna and the offline agents: a replay
+  buffer refilled with branched rollouts from given start states (it keeps the last ``capacity`` rows, i.e. the
+  configured number of refills), and SAC batches that mix ``real_ratio`` real rows with model rows.
 * :class:`ModelEnv`: a ``gymnasium.Env`` whose dynamics are a WorldModel, starting from dataset states.
 * :class:`VectorModelEnv`: ``N`` of them as one ``gymnasium.vector.VectorEnv`` with a single batched model call
   per step (same-step autoreset).
@@ -23,6 +26,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
+from mbrl.data import ReplayBuffer
 from mbrl.models.contract import require_world_model, validate_step
 from mbrl.models.protocol import WorldModel
 from mbrl.types import ModelStep, TransitionBatch
@@ -184,6 +188,50 @@ def rollout(
         mean_uncertainty=(unc_sum / max(unc_count, 1)) if has_unc else None,
     )
     return batch, stats
+
+
+class RolloutBuffer(ReplayBuffer):
+    """MBPO's model buffer: a :class:`ReplayBuffer` (FIFO, its own sampling RNG) refilled with branched rollouts.
+
+    Size it ``rollouts_per_refill * horizon * refills_kept`` to keep exactly the last ``refills_kept`` refills.
+    """
+
+    def refill(
+        self,
+        model: WorldModel,
+        policy: TensorPolicy,
+        start_obs: Tensor,
+        horizon: int,
+        *,
+        term_fn: TermFn | None = None,
+        generator: torch.Generator | None = None,
+        clip_obs: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[TransitionBatch, RolloutStats]:
+        """Roll ``model`` out ``horizon`` steps from every row of ``start_obs`` (see :func:`rollout`) and append
+        the transitions; returns them and the stats."""
+        batch, stats = rollout(
+            model, policy, start_obs, horizon, term_fn=term_fn, generator=generator, clip_obs=clip_obs
+        )
+        if len(batch) > 0:
+            a = batch.to("cpu").as_numpy()
+            self.add(a["obs"], a["action"], a["reward"], a["next_obs"], a["terminated"], a["truncated"])
+        return batch, stats
+
+
+def mixed_batch(
+    sample_real: Callable[[int], TransitionBatch], model_rows: ReplayBuffer, batch_size: int, real_ratio: float
+) -> TransitionBatch:
+    """A SAC batch of ``round(real_ratio * batch_size)`` real rows (``sample_real(n)``) followed by model rows;
+    all real while the model buffer is empty."""
+    if len(model_rows) == 0:
+        return sample_real(batch_size)
+    n_real = round(batch_size * real_ratio)
+    parts = []
+    if n_real > 0:
+        parts.append(sample_real(n_real))
+    if batch_size - n_real > 0:
+        parts.append(model_rows.sample(batch_size - n_real))
+    return TransitionBatch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def _row_info(step: ModelStep, rows: Tensor) -> dict[str, Tensor]:

@@ -337,9 +337,9 @@ def test_bc_warm_start_clones_on_dataset_batches_before_the_first_rollout(datase
     calls: list[bool] = []
     update = agent.sac.update
 
-    def spy(batch: object, *, clone_actions: bool = False) -> object:
+    def spy(batch: object, *, clone_actions: bool = False, **kw: object) -> object:
         calls.append(clone_actions)
-        return update(batch, clone_actions=clone_actions)  # type: ignore[arg-type]
+        return update(batch, clone_actions=clone_actions, **kw)  # type: ignore[arg-type]
 
     agent.sac.update = spy  # type: ignore[method-assign]
     sizes = []
