@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -135,17 +136,26 @@ Metrics = dict[str, float]
 
 @runtime_checkable
 class Agent(Protocol):
-    """An agent: ``learn`` runs its loop, ``update`` is one learning step, ``act`` maps obs to env-unit actions.
+    """What every agent of the toolkit is (checked over each of them by ``tests/agents/test_contract.py``).
 
-    ``save(path)`` writes a checkpoint (see ``mbrl.checkpoint``); ``load(path)`` restores it exactly.
+    ``learn(logger)`` runs the agent's whole loop and returns the final evaluation's metrics; ``act`` maps one
+    observation ``[D]`` or a batch ``[B, D]`` to env-unit actions (a planner such as HyperCRL's MPC takes one
+    observation at a time); ``save(path)`` writes a checkpoint (see ``mbrl.checkpoint``) and ``load(path)``
+    restores it. Agents that train from a run directory are also :class:`Resumable`.
     """
 
-    def learn(self) -> Metrics: ...
+    def learn(self, logger: Any = None) -> Metrics: ...
 
-    def update(self, batch: TransitionBatch) -> Metrics: ...
+    def act(self, obs: np.ndarray, deterministic: bool = ...) -> np.ndarray: ...
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
+    def save(self, path: str | Path) -> None: ...
 
-    def save(self, path: str) -> None: ...
+    def load(self, path: str | Path) -> None: ...
 
-    def load(self, path: str) -> None: ...
+
+@runtime_checkable
+class Resumable(Protocol):
+    """An agent with a run directory: ``resume()`` loads its latest checkpoint (``True`` if there was one), and
+    ``learn`` then continues to the same end as an uninterrupted run."""
+
+    def resume(self) -> bool: ...

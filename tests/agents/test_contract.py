@@ -31,6 +31,7 @@ from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
 from mbrl.data import OfflineDataset
 from mbrl.logging import Logger, read_csv
 from mbrl.planning import MPPIConfig
+from mbrl.types import Agent, Resumable
 from tests.agents.test_dyna import tiny_config
 from tests.agents.test_offline import _random_hopper
 
@@ -115,6 +116,7 @@ def test_agent_contract(name: str, tmp_path: Path) -> None:
     # 1. actions before training (on a probe: stochastic actions draw from the learner's own generator):
     # shapes, bounds, repeatable deterministic action
     probe = kind.make(0, None)
+    assert isinstance(probe, Agent) and isinstance(probe, Resumable)
     low, high = _bounds(probe)
     single = probe.act(obs[0], deterministic=True)
     batch = probe.act(obs, deterministic=True)
@@ -182,6 +184,7 @@ def test_hypercrl_contract(tmp_path: Path) -> None:
     shapes and bounds; two agents in the same state plan the same action sequence; save -> load reproduces that
     state; the same seed trains to the same metrics, another seed to others."""
     agent = HyperCRLAgent(TINY_HYPERCRL)
+    assert isinstance(agent, Agent) and not isinstance(agent, Resumable)
     final = agent.learn()
     assert np.isfinite(list(final.values())).all()
     obs = np.random.default_rng(0).normal(size=(3, agent.family.obs_dim)).astype(np.float32) * 0.1
