@@ -12,10 +12,9 @@ from typing import Literal
 import numpy as np
 
 from agents.dyna import DynaAgent, DynaConfig, cpu_preset, mbpo_preset
-from mbrl.checkpoint import CheckpointError
 from mbrl.logging import Logger, plot_run
 from mbrl.rl.runtime import tune_allocator
-from mbrl.run import RunDir, check_run_dir, config_from_dict, prepare_run_dir
+from mbrl.run import RunDir, check_run_dir, prepare_run_dir
 from mbrl.types import Metrics
 
 
@@ -176,13 +175,9 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
 
         out = evaluate_run(run_dir, episodes, seed=seed)
     else:
-        config = config_from_dict(DynaConfig, stored)
-        agent = DynaAgent(config)
-        path = run.latest_checkpoint()
-        if path is None:
-            raise CheckpointError(f"{run_dir}: no checkpoint to evaluate")
-        agent.load(path)
-        result = agent.evaluate(episodes, seed=seed)
+        from agents.loading import load_online_agent
+
+        result = load_online_agent(run).evaluate(episodes, seed=seed)
         out = {
             "return_mean": result["eval/return_mean"],
             "return_std": result["eval/return_std"],

@@ -80,7 +80,6 @@ def load(run_dir: str | Path) -> LoadedAgent:
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint yet.
     """
-    from agents.dyna import DynaAgent, DynaConfig
     from mbrl.offline_commands import load_run_agent
 
     run = RunDir(Path(run_dir))
@@ -89,13 +88,24 @@ def load(run_dir: str | Path) -> LoadedAgent:
     stored = dict(run.read_config())
     if "algo" in stored:
         return LoadedAgent(load_run_agent(run.path), "offline", str(stored["algo"]), run.path)
-    config = config_from_dict(DynaConfig, stored)
-    agent = DynaAgent(config)
+    agent = load_online_agent(run)
+    return LoadedAgent(agent, "online", "dyna" if agent.config.use_model else "sac", run.path)
+
+
+def load_online_agent(run: RunDir) -> Any:
+    """The ``DynaAgent`` of an online run (``mbrl train dyna|sac|lipschitz``) at its latest checkpoint.
+
+    Raises:
+        FileNotFoundError: the run has no checkpoint yet.
+    """
+    from agents.dyna import DynaAgent, DynaConfig
+
+    agent = DynaAgent(config_from_dict(DynaConfig, dict(run.read_config())))
     path = run.latest_checkpoint()
     if path is None:
         raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to load")
     agent.load(path)
-    return LoadedAgent(agent, "online", "dyna" if config.use_model else "sac", run.path)
+    return agent
 
 
 def export_policy(run_dir: str | Path, path: str | Path) -> Path:

@@ -364,6 +364,29 @@ def save_run_checkpoint(
 # Random state
 
 
+def load_progress(path: Path | str | None, identity: Mapping[str, Any], what: str) -> Checkpoint | None:
+    """The saved progress of a long stage (a fit, an adversarial training) to continue, or ``None`` to start.
+
+    Args:
+        path: the stage's progress file (``None`` or missing: nothing to continue).
+        identity: what must match for the progress to belong to this stage (data sizes, seed, config, ...); it
+            is stored as the checkpoint's config by the stage's ``save_checkpoint``.
+        what: names the stage in the error, e.g. ``"IDM fit"``.
+
+    Raises:
+        ValueError: the file is the progress of another run of the stage (it names the file and how to go on).
+    """
+    if path is None or not Path(path).is_file():
+        return None
+    saved = load_checkpoint(path)
+    if saved.config != json.loads(json.dumps(identity)):
+        raise ValueError(
+            f"{path}: progress of another {what} (data size, holdout, seed or config differ); remove it to start "
+            "this one afresh"
+        )
+    return saved
+
+
 def rng_state(np_rng: np.random.Generator, torch_gen: torch.Generator | None = None) -> dict[str, Any]:
     """Capture generator states with weights_only-safe types.
 

@@ -40,7 +40,6 @@ Shapes: ``obs [B, D]``, ``action [B, A]``, ``next_obs [B, D]`` -> rewards ``[B]`
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections import deque
@@ -54,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from mbrl.checkpoint import load_progress, restore_rng, rng_state, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
 from mbrl.data.normalizer import Normalizer
 from mbrl.models.ensemble import ProbabilisticEnsemble
@@ -574,13 +573,8 @@ def train_dynamics_reward(
     first = 1
     path = Path(checkpoint) if checkpoint is not None else None
     identity = {"kind": "dynamics_reward", "n_train": n, "n_holdout": len(hold), "seed": seed, "config": asdict(config)}
-    if path is not None and path.is_file():
-        saved = load_checkpoint(path)
-        if saved.config != json.loads(json.dumps(identity)):
-            raise ValueError(
-                f"{path}: progress of another dynamics-reward training (data size, seed or config differ); remove "
-                "it to start afresh"
-            )
+    saved = load_progress(path, identity, "dynamics-reward training")
+    if saved is not None:
         mlp.load_state_dict(saved.state["mlp"])
         d_opt.load_state_dict(saved.state["d_opt"])
         generator.net.load_state_dict(saved.state["generator"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from mbrl.checkpoint import load_progress, restore_rng, rng_state, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
 from mbrl.models.protocol import WorldModel, is_single_pass
 from mbrl.types import TransitionBatch
@@ -277,13 +276,8 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     identity = {"kind": "fit", "n_train": n, "n_holdout": len(hold), "rows": rows, "rng_at_start": rng_at_start,
                 "config": dataclasses.asdict(config)}
-    if path is not None and path.is_file():
-        saved = load_checkpoint(path)
-        if saved.config != json.loads(json.dumps(identity)):
-            raise ValueError(
-                f"{path}: fit progress of another fit (data size, holdout, config or seed differ); remove it to "
-                "start this fit afresh"
-            )
+    saved = load_progress(path, identity, "fit")
+    if saved is not None:
         progress = dict(saved.state["fit"])
         model.load_state_dict(saved.state["model"])
         epoch, updates, epochs_since = int(progress["epoch"]), int(progress["updates"]), int(progress["epochs_since"])

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from mbrl.checkpoint import load_checkpoint, load_progress, restore_rng, rng_state, save_checkpoint
 from mbrl.data.dataset import OfflineDataset
 from mbrl.nn import EnsembleLinear
 from mbrl.types import Metrics
@@ -478,10 +478,8 @@ class InverseDynamicsModel:
         identity = {"kind": "idm_fit", "rows": n, "members": e, "val_rows": len(val_actions),
                     "config": asdict(c)}
         path, every_s = progress if progress is not None else (None, 0.0)
-        if path is not None and path.is_file():
-            saved = load_checkpoint(path)
-            if saved.config != json.loads(json.dumps(identity)):
-                raise ValueError(f"{path}: progress of another IDM fit (data, members or config differ); remove it")
+        saved = load_progress(path, identity, "IDM fit")
+        if saved is not None:
             self.net.load_state_dict(saved.state["net"])
             self.optimizer.load_state_dict(saved.state["optimizer"])
             best_state = {k: v.clone() for k, v in saved.state["best"].items()}
