@@ -360,6 +360,11 @@ class RAVLAgent(OfflineAgent):
                     seed=int(np.random.SeedSequence([seed, 3]).generate_state(1)[0]),
                 )
         require_world_model(model)  # a model passed in that misses the protocol fails here, by name
+        if (model.obs_dim, model.action_dim) != (self.obs_dim, self.action_dim):
+            raise ValueError(
+                f"{type(model).__name__} has obs/action dims {model.obs_dim}/{model.action_dim}, the dataset "
+                f"{self.obs_dim}/{self.action_dim}: a model fitted on another env's data?"
+            )
         self.base_model: WorldModel = model
         self.fit_model = fit_model
         self.dynamics_reward: DynamicsReward | None = None

@@ -27,12 +27,31 @@ def _loop_overrides(
     return out
 
 
-def _run(agent_cls: Any, config: Any, run_dir: str, resume: bool, desc: str) -> int:
+def _with_model(config: Any, model_dir: str | None) -> tuple[Any, Any]:
+    """``(config, model)``: the ensemble of ``mbrl model train --run-dir MODEL_DIR`` to reuse (its architecture
+    goes into the config, so the run dir rebuilds it), or ``(config, None)`` to fit one."""
+    if model_dir is None:
+        return config, None
+    from dataclasses import replace
+
+    from mbrl.models.commands import load_ensemble
+
+    model = load_ensemble(model_dir, full_info=config.ensemble.full_info)
+    return replace(config, ensemble=model.config), model
+
+
+def _run(
+    agent_cls: Any, config: Any, run_dir: str, resume: bool, desc: str, model: Any = None,
+    model_dir: str | None = None,
+) -> int:
     from mbrl.logging import Logger
 
     stored = {"algo": desc, **_asdict(config)}
+    if model_dir is not None:
+        stored["model_dir"] = str(model_dir)
     check_run_dir(run_dir, stored, resume=resume, resumable=_RESUMABLE)
-    agent = agent_cls(config, run_dir=Path(run_dir))  # loads and validates the dataset: nothing written before
+    extra = {} if model is None else {"model": model, "fit_model": False}
+    agent = agent_cls(config, run_dir=Path(run_dir), **extra)  # loads and validates the dataset: nothing written before
     run = prepare_run_dir(run_dir, stored, resume=resume, resumable=_RESUMABLE)
     start = 0
     if resume and agent.resume():
@@ -89,6 +108,7 @@ def train_ravl(
     fit_max_epochs: int | None = None,
     fit_patience: int | None = None,
     fit_checkpoint_every_s: float | None = None,
+    model_dir: str | None = None,
 ) -> int:
     """Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset.
 
@@ -111,6 +131,7 @@ def train_ravl(
         fit_max_epochs: cap on the model fit's epochs (default: the preset's).
         fit_patience: epochs without holdout improvement before the fit stops (default: the preset's).
         fit_checkpoint_every_s: seconds between saves of the fit's progress (default: the preset's, 30).
+        model_dir: reuse the ensemble fitted by ``mbrl model train DATASET --run-dir MODEL_DIR`` (no fit).
     """
     from agents.ravl import RAVLAgent, ravl_preset
 
@@ -121,7 +142,8 @@ def train_ravl(
         **{f"loop_{k}": v for k, v in loop.items()},
     )
     config = _with_fit(config, fit_max_epochs, fit_patience, fit_checkpoint_every_s)
-    return _run(RAVLAgent, config, run_dir, resume, "ravl")
+    config, model = _with_model(config, model_dir)
+    return _run(RAVLAgent, config, run_dir, resume, "ravl", model, model_dir)
 
 
 def train_mopo(
@@ -143,6 +165,7 @@ def train_mopo(
     fit_max_epochs: int | None = None,
     fit_patience: int | None = None,
     fit_checkpoint_every_s: float | None = None,
+    model_dir: str | None = None,
 ) -> int:
     """Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset.
 
@@ -167,6 +190,8 @@ def train_mopo(
         fit_max_epochs: cap on the model fit's epochs (default: the preset's).
         fit_patience: epochs without holdout improvement before the fit stops (default: the preset's).
         fit_checkpoint_every_s: seconds between saves of the fit's progress (default: the preset's, 30).
+        model_dir: reuse the ensemble fitted by ``mbrl model train DATASET --run-dir MODEL_DIR`` (no fit; MOPO
+            reads every member's prediction of it).
     """
     from agents.ravl import RAVLAgent, mopo_preset
 
@@ -178,7 +203,8 @@ def train_mopo(
         **{f"loop_{k}": v for k, v in loop.items()},
     )
     config = _with_fit(config, fit_max_epochs, fit_patience, fit_checkpoint_every_s)
-    return _run(RAVLAgent, config, run_dir, resume, "mopo")
+    config, model = _with_model(config, model_dir)
+    return _run(RAVLAgent, config, run_dir, resume, "mopo", model, model_dir)
 
 
 def train_bc(
@@ -232,6 +258,7 @@ def load_run_agent(run_dir: str | Path) -> Any:
         raise FileNotFoundError(f"{run.config_path}: no such file (not a run directory)")
     data = dict(run.read_config())
     algo = data.pop("algo", None)
+    data.pop("model_dir", None)  # a reused ensemble: its architecture is in the config, its weights in the checkpoint
     agent: Any
     if algo in ("ravl", "mopo"):
         agent = RAVLAgent(config_from_dict(RAVLConfig, data), fit_model=False)

@@ -79,15 +79,9 @@ def shared_model(model_dir: str | None, name: str, full_info: bool) -> Any:
     with the ``full_info`` this algorithm needs (MOPO's penalty reads every member); ``None`` if there is none."""
     if model_dir is None or not (Path(model_dir) / name / "model.pt").is_file():
         return None
-    from dataclasses import replace
+    from mbrl.models.commands import load_ensemble
 
-    from mbrl.models.commands import load_model
-    from mbrl.models.ensemble import ProbabilisticEnsemble
-
-    saved = load_model(str(Path(model_dir) / name))
-    model = ProbabilisticEnsemble(saved.obs_dim, saved.action_dim, replace(saved.config, full_info=full_info))
-    model.load_state_dict(saved.state_dict())
-    return model
+    return load_ensemble(str(Path(model_dir) / name), full_info=full_info)
 
 
 def dynamics_reward_file(args: argparse.Namespace, name: str) -> Path | None:

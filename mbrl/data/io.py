@@ -391,7 +391,9 @@ def _read_minari(dataset_id: str) -> OfflineDataset:
     root = _minari_root()
     if not (root / dataset_id / "data").is_dir():
         raise DatasetError(
-            f"{source}: no such file, and no local Minari dataset with this id under {root} (MINARI_DATASETS_PATH)"
+            f"{source}: no such file, and no local Minari dataset with this id under {root} (MINARI_DATASETS_PATH). "
+            f"Get it with `minari download {dataset_id}` (needs the internet), or make D4RL-style datasets "
+            "locally with `mbrl dataset make --env ENV --out-dir DIR` and point MINARI_DATASETS_PATH at DIR"
         )
     try:
         with warnings.catch_warnings():

@@ -83,6 +83,17 @@ def load_model(path: str, *, device: str = "auto") -> ProbabilisticEnsemble:
     return model
 
 
+def load_ensemble(model_dir: str, *, full_info: bool) -> ProbabilisticEnsemble:
+    """The ensemble ``mbrl model train`` saved in ``model_dir``, rebuilt with ``full_info`` set as the agent
+    needs (MOPO's penalty reads every member; RAVL's rollouts use one elite per row), weights unchanged."""
+    from dataclasses import replace
+
+    saved = load_model(model_dir)
+    model = ProbabilisticEnsemble(saved.obs_dim, saved.action_dim, replace(saved.config, full_info=full_info))
+    model.load_state_dict(saved.state_dict())
+    return model
+
+
 def train_model(
     dataset: str,
     /,

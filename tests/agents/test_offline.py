@@ -369,3 +369,39 @@ def test_bc_weight_gives_each_update_a_dataset_anchor_batch(dataset: OfflineData
     assert anchor is not None and len(anchor) == base.sac.batch_size  # type: ignore[arg-type]
     data_obs = torch.from_numpy(dataset.observations)
     assert all((data_obs == row).all(-1).any() for row in anchor.obs)  # type: ignore[attr-defined]
+
+
+def test_train_ravl_and_mopo_reuse_an_ensemble_from_model_train(
+    dataset_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mbrl model train` once, then `train ravl|mopo --model-dir`: no fit in the run (no model/ metrics), the
+    agent's model holds the trained weights before the first update, and the run loads back for `mbrl eval`."""
+    from mbrl.checkpoint import load_checkpoint
+    from mbrl.models.commands import load_model
+
+    models = tmp_path / "model"
+    assert cli_main(["model", "train", dataset_file, "--run-dir", str(models), "--ensemble.num-members", "3",
+                     "--ensemble.num-elites", "2", "--ensemble.hidden", "32", "--fit.max-epochs", "2"]) == 0
+    trained = load_model(str(models)).state_dict()
+    for algo in ("ravl", "mopo"):
+        run = tmp_path / algo
+        args = ["train", algo, "--dataset", dataset_file, "--run-dir", str(run), "--preset", "quick", "--updates",
+                "20", "--eval-every", "20", "--model-dir", str(models)]
+        assert cli_main(args) == 0
+        log = read_csv(run / "progress.csv")
+        assert not any(k.startswith("model/") for k in log), algo  # nothing was fitted
+        first = load_checkpoint(run / "checkpoints" / "ckpt_000000000.pt")  # saved right after the (no) fit
+        for key, value in trained["network"].items():
+            assert torch.equal(first.state["model"]["network"][key], value), (algo, key)
+        assert evaluate_run(run, episodes=1)["updates"] == 20
+    # an ensemble of another env's data is refused by name, before the run dir is written
+    from tests.models.data import random_dataset
+
+    env_model = tmp_path / "ip_model"
+    save_npz(random_dataset("InvertedPendulum-v5", 300, seed=0), tmp_path / "ip.npz")
+    assert cli_main(["model", "train", str(tmp_path / "ip.npz"), "--run-dir", str(env_model), "--fit.max-epochs",
+                     "1", "--ensemble.hidden", "16"]) == 0
+    assert cli_main(["train", "ravl", "--dataset", dataset_file, "--run-dir", str(tmp_path / "bad"), "--preset",
+                     "quick", "--model-dir", str(env_model)]) == 2
+    assert "another env's data" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

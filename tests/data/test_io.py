@@ -219,8 +219,9 @@ def test_save_minari_refusals_and_cleanup(
     with pytest.raises(OSError, match="disk full"):
         save_minari(ds, "tst/c-v0")
     assert not (minari_root / "tst" / "c-v0").exists()
-    with pytest.raises(DatasetError, match="no local Minari dataset"):
+    with pytest.raises(DatasetError, match="no local Minari dataset") as err:
         load_dataset("tst/c-v0")
+    assert "minari download tst/c-v0" in str(err.value) and "mbrl dataset make" in str(err.value)
 
 
 def test_atomic_file_writers_keep_old_file_on_failure(
