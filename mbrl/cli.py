@@ -6,8 +6,11 @@ Commands are registered as ``"module:function"`` strings and imported lazily, so
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import re
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +55,44 @@ class CommandError(Exception):
 def _load(target: str) -> Callable[..., Any]:
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+_ROLE = re.compile(r":(?:func|class|meth|attr|data|mod|obj):`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+_OWN_DEFAULT = re.compile(r"\(default: ([^)]*)\)")
+
+
+def plain_help(text: str) -> str:
+    """Docstring text for a terminal: Sphinx roles and double backquotes removed (``:func:`~a.b.c``` -> ``c``;
+    ````x```` -> ``x``), and a docstring's own ``(default: the preset's)`` written ``(None: the preset's)``,
+    so that it reads with the ``(default: None)`` tyro adds instead of repeating the word."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if m.group(0).count("~") else m.group(1), text)
+    text = _LITERAL.sub(r"\1", text)
+    return _OWN_DEFAULT.sub(r"(None: \1)", text)
+
+
+def _for_terminal(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with its docstring in :func:`plain_help` form, for tyro's help (tyro reads the description and
+    the ``Args:`` section from the function itself; only this CLI process sees the change)."""
+    func.__doc__ = plain_help(func.__doc__ or "")
+    seen: set[type] = set()
+
+    def clean(kind: Any) -> None:  # nested config dataclasses carry their fields' help in their docstrings
+        if dataclasses.is_dataclass(kind) and isinstance(kind, type) and kind not in seen:
+            seen.add(kind)
+            kind.__doc__ = plain_help(kind.__doc__ or "")
+            for field_type in typing.get_type_hints(kind).values():
+                clean(field_type)
+
+    try:
+        hints = typing.get_type_hints(func)
+    except (NameError, TypeError):  # pragma: no cover - an unresolvable annotation: leave the help as it is
+        hints = {}
+    for hint in hints.values():
+        clean(hint)
+    return func
 
 
 def _usage(table: dict[str, Any], prefix: str) -> str:
@@ -112,7 +153,7 @@ def _main(argv: list[str] | None) -> int:
             continue
         func = _load(table[name])
         try:
-            result = tyro.cli(func, args=args, prog=prefix)
+            result = tyro.cli(_for_terminal(func), args=args, prog=prefix)
         except (CommandError, FileNotFoundError, ValueError, KeyError) as exc:
             # KeyError's str() wraps its message in quotes; other messages may end in a quoted value.
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -125,3 +125,23 @@ def test_version_and_a_closed_pipe(three_episode_file: Path) -> None:
     err = reader_gone.stderr.read().decode()
     assert reader_gone.wait(timeout=60) == 0
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("command", [["train", "ravl"], ["train", "dyna"], ["run-demo"], ["model", "train"]])
+def test_help_has_no_sphinx_markup_and_says_each_default_once(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and ":class:" not in out, out
+    flat = " ".join(out.split())
+    assert "(default: the preset's). (default:" not in flat
+
+
+def test_plain_help_rewrites_roles_literals_and_own_defaults() -> None:
+    from mbrl.cli import plain_help
+
+    assert plain_help("see :func:`~mbrl.models.fit.fit` and :class:`Foo`") == "see fit and Foo"
+    assert plain_help("``run_dir`` (default: the preset's).") == "run_dir (None: the preset's)."
