@@ -171,7 +171,7 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     stored = run.read_config()
     if "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
-        from mbrl.offline_commands import evaluate_run
+        from agents.offline_commands import evaluate_run
 
         out = evaluate_run(run_dir, episodes, seed=seed)
     else:

@@ -80,7 +80,7 @@ def load(run_dir: str | Path) -> LoadedAgent:
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint yet.
     """
-    from mbrl.offline_commands import load_run_agent
+    from agents.offline_commands import load_run_agent
 
     run = RunDir(Path(run_dir))
     if not run.config_path.is_file():

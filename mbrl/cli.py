@@ -21,13 +21,13 @@ COMMANDS: dict[str, dict[str, str] | str] = {
     "dataset": {
         "info": "mbrl.data.commands:info",
         "convert": "mbrl.data.commands:convert",
-        "make": "mbrl.offline_commands:make_dataset",
+        "make": "agents.offline_commands:make_dataset",
         "label": "agents.idm_labeling:label_dataset",
     },
     "train": {
-        "ravl": "mbrl.offline_commands:train_ravl",
-        "mopo": "mbrl.offline_commands:train_mopo",
-        "bc": "mbrl.offline_commands:train_bc",
+        "ravl": "agents.offline_commands:train_ravl",
+        "mopo": "agents.offline_commands:train_mopo",
+        "bc": "agents.offline_commands:train_bc",
         "dyna": "agents.commands:train_dyna",
         "sac": "agents.commands:train_sac",
         "idm-label": "agents.idm_labeling:train_idm_label",

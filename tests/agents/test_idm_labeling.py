@@ -84,7 +84,7 @@ def test_end_to_end_idm_label_and_dataset_label(dataset: OfflineDataset, tmp_pat
     assert np.isfinite(result["idm"]["val_nll"]) and "eval/return_mean" in result["final"]
     assert any((run / "agent" / "checkpoints").iterdir())
     # the agent's folder is a run directory `mbrl eval` understands
-    from mbrl.offline_commands import evaluate_run
+    from agents.offline_commands import evaluate_run
 
     assert np.isfinite(evaluate_run(run / "agent", 1)["return_mean"])
 

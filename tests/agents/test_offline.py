@@ -14,6 +14,7 @@ import torch
 
 from agents.bc import BCAgent, bc_preset
 from agents.offline import EVAL_SEED_OFFSET
+from agents.offline_commands import evaluate_run
 from agents.ravl import RAVLAgent, UncertaintyPenalty, mopo_preset, ravl_preset
 from envs import get_spec, make_env
 from mbrl.cli import main as cli_main
@@ -28,7 +29,6 @@ from mbrl.evaluation import (
 from mbrl.logging import read_csv
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.true_dynamics import TrueDynamicsModel
-from mbrl.offline_commands import evaluate_run
 
 REF_MIN, REF_MAX = -20.0, 3000.0
 
