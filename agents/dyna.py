@@ -369,14 +369,7 @@ class DynaAgent:
             report = fit(self.model, self.real_buffer.to_dataset(), c.fit, rng=self.rng, checkpoint=progress)
             if progress is not None:
                 progress.unlink(missing_ok=True)
-            metrics.update(
-                {
-                    "model/holdout_loss": float(report.holdout_loss),
-                    "model/holdout_mse": float(report.holdout_mse),
-                    "model/train_loss": float(report.train_loss),
-                    "model/epochs": float(report.epochs),
-                }
-            )
+            metrics.update(report.metrics("model/"))  # the offline agents' names (docs/metrics.md)
         self.model_seen_steps = self.step
         t1 = time.perf_counter()
         epoch = self.step // c.epoch_length
@@ -393,17 +386,13 @@ class DynaAgent:
         t2 = time.perf_counter()
         self.model_time_s += t1 - t0
         self.rollout_time_s += t2 - t1
+        metrics.update(stats.metrics("rollout/"))
         metrics.update(
             {
                 "model/fit_time_s": t1 - t0,
                 "rollout/horizon": float(horizon),
-                "rollout/transitions": float(stats.n_transitions),
-                "rollout/mean_length": float(stats.mean_length),
-                "rollout/terminated": float(stats.n_terminated),
-                "rollout/nonfinite": float(stats.n_nonfinite),
-                "rollout/mean_reward": float(stats.mean_reward),
                 "rollout/time_s": t2 - t1,
-                "rollout/model_buffer_size": float(len(self.model_buffer)),
+                "rollout/buffer_size": float(len(self.model_buffer)),
             }
         )
         if self.on_model_refit is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -34,7 +35,8 @@ import numpy as np
 import tyro
 
 NAMESPACES: tuple[str, ...] = ("train", "eval", "model", "rollout", "time")
-"""Allowed key prefixes; a key is ``"<namespace>/<name>"``."""
+"""The toolkit's own key prefixes (``docs/metrics.md``); any other namespace is accepted too."""
+_NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 CSV_NAME = "progress.csv"
 STEP_COLUMN = "step"
@@ -44,11 +46,13 @@ _CONSOLE_KEYS_DEFAULT = 4
 
 
 def check_key(key: str) -> None:
-    """Raise ``ValueError`` unless ``key`` is ``"<namespace>/<name>"`` with a known namespace."""
+    """Raise ``ValueError`` unless ``key`` is ``"<namespace>/<name>"`` (any namespace: letters, digits, ``_ . -``;
+    TensorBoard groups by it and :func:`plot_run` draws one figure per namespace)."""
     namespace, sep, name = key.partition("/")
-    if not sep or not name or namespace not in NAMESPACES:
+    if not sep or not name or not _NAMESPACE.fullmatch(namespace):
         raise ValueError(
-            f"log key {key!r} is not namespaced: use one of " + ", ".join(f"'{ns}/...'" for ns in NAMESPACES)
+            f"log key {key!r} is not namespaced: write '<namespace>/<name>', e.g. "
+            + ", ".join(f"'{ns}/...'" for ns in NAMESPACES)
         )
 
 

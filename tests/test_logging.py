@@ -139,7 +139,16 @@ def test_partial_last_line_dropped_on_reopen(tmp_path: Path) -> None:
     np.testing.assert_array_equal(cols["train/x"], [1.0, 2.0, 4.0])
 
 
-@pytest.mark.parametrize("key", ["loss", "foo/loss", "train/", "/loss", "Train/loss"])
+def test_any_namespace_is_accepted_and_plotted(tmp_path: Path) -> None:
+    with Logger(tmp_path, console=False, tensorboard=False) as logger:
+        logger.log({"train/x": 1.0, "my_probe/loss": 2.0, "Grad-norms/actor": 3.0}, 0)
+        logger.log({"train/x": 2.0, "my_probe/loss": 1.0, "Grad-norms/actor": 2.0}, 1)
+    cols = read_csv(tmp_path / "progress.csv")
+    assert cols["my_probe/loss"].tolist() == [2.0, 1.0]
+    assert {p.name for p in plot_run(tmp_path)} == {"train.png", "my_probe.png", "Grad-norms.png"}
+
+
+@pytest.mark.parametrize("key", ["loss", "train/", "/loss", "a b/loss", "1x/loss"])
 def test_unnamespaced_key_refused(tmp_path: Path, key: str) -> None:
     with (
         Logger(tmp_path, console=False, tensorboard=False) as logger,

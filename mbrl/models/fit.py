@@ -128,7 +128,7 @@ class FitReport:
             f"{prefix}train_loss": self.train_loss,
             f"{prefix}holdout_loss": self.holdout_loss,
             f"{prefix}holdout_mse": self.holdout_mse,
-            f"{prefix}fit_time": self.time_s,
+            f"{prefix}fit_time_s": self.time_s,
         }
 
 

@@ -14,6 +14,7 @@ HyperCRL keeps its model only (no run-directory checkpoints): it is checked for 
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -100,6 +101,14 @@ def _bounds(agent: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(agent.action_low), np.asarray(agent.action_high)
 
 
+def documented_keys() -> list[re.Pattern[str]]:
+    """The metric names of ``docs/metrics.md`` (first column; ``*`` and ``<m>`` are wildcards)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    names = [n for line in doc.splitlines() if line.startswith("| `")
+             for n in re.findall(r"`([^`]+)`", line.split(" | ")[0])]
+    return [re.compile(re.escape(n).replace(r"\*", ".*").replace("<m>", ".*")) for n in names]
+
+
 def _learn(agent: Any, run_dir: Path | None) -> dict[str, float]:
     if run_dir is None:
         return dict(agent.learn())
@@ -137,6 +146,9 @@ def test_agent_contract(name: str, tmp_path: Path) -> None:
     for key in train_keys:
         values = log[key][~np.isnan(log[key])]
         assert len(values) and np.isfinite(values).all(), key
+    patterns = documented_keys()
+    undocumented = [k for k in log if k not in ("step", "wall_time") and not any(p.fullmatch(k) for p in patterns)]
+    assert not undocumented, f"keys missing from docs/metrics.md: {undocumented}"
     trained = agent.act(obs, deterministic=True)
     assert not np.array_equal(trained, batch)
 

@@ -69,7 +69,7 @@ def test_dyna_runs_with_any_world_model(model_name: str, tmp_path: Path) -> None
     assert len(agent.model_buffer) > 0
     assert agent.sac.num_updates == cfg.utd * (cfg.total_steps - cfg.init_random_steps + 1)
     csv = read_csv(tmp_path / "progress.csv")
-    assert "rollout/transitions" in csv and np.nanmax(csv["rollout/transitions"]) > 0
+    assert "rollout/n_transitions" in csv and np.nanmax(csv["rollout/n_transitions"]) > 0
     assert "model/holdout_mse" in csv and np.all(np.isfinite(csv["model/holdout_mse"][~np.isnan(csv["model/holdout_mse"])]))
 
 
