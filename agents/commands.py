@@ -58,17 +58,35 @@ def _dyna_config(
     return config
 
 
+def default_run_dir(algo: str, env: str) -> str:
+    """``runs/<algo>-<env>-<YYYYmmdd-HHMMSS>``: a new run's directory when none is given (never an old run's)."""
+    import time
+
+    base = f"runs/{algo}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while Path(name).exists():  # a second run within the same second
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def run_online(
     config: DynaConfig,
-    run_dir: str,
+    run_dir: str | None,
     resume: bool,
     on_model_refit: Callable[[DynaAgent, int], Metrics] | None = None,
+    algo: str | None = None,
 ) -> dict[str, float]:
     """Run (or resume) an online Dyna/SAC run in ``run_dir``; returns the final evaluation.
 
+    ``run_dir=None`` makes a new one (:func:`default_run_dir`; ``algo`` names it, default dyna/sac);
     ``on_model_refit`` is passed to :class:`DynaAgent` (extra metrics after each model refit, e.g. the Lipschitz
     agent's diagnostics).
     """
+    if run_dir is None:
+        if resume:
+            raise ValueError("--resume needs the --run-dir of the run to continue")
+        run_dir = default_run_dir(algo or ("dyna" if config.use_model else "sac"), config.env_id)
     tune_allocator()
     check_run_dir(run_dir, config, resume=resume)
     agent = DynaAgent(config, run_dir=Path(run_dir), on_model_refit=on_model_refit)  # validates env and model
@@ -99,7 +117,7 @@ def train_dyna(
     env: str = "InvertedPendulum-v5",
     total_steps: int | None = None,
     seed: int = 0,
-    run_dir: str = "runs/dyna",
+    run_dir: str | None = None,
     resume: bool = False,
     preset: Literal["cpu", "mbpo"] = "cpu",
     utd: int | None = None,
@@ -115,7 +133,8 @@ def train_dyna(
         env: a registered env id.
         total_steps: real env steps (default: the preset's).
         seed: seed of env, buffers and learner.
-        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go.
+        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go (None: a new
+            runs/<algo>-<env>-<date-time>).
         resume: continue the run in ``run_dir`` from its latest checkpoint.
         preset: ``cpu`` (scaled for 2 cores) or ``mbpo`` (MBPO's published defaults).
         utd: SAC updates per env step (default: the preset's).
@@ -135,7 +154,7 @@ def train_sac(
     env: str = "InvertedPendulum-v5",
     total_steps: int | None = None,
     seed: int = 0,
-    run_dir: str = "runs/sac",
+    run_dir: str | None = None,
     resume: bool = False,
     utd: int | None = None,
     bf16: bool = False,
@@ -147,7 +166,8 @@ def train_sac(
         env: a registered env id.
         total_steps: real env steps (default: the CPU preset's).
         seed: seed of env, buffers and learner.
-        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go.
+        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go (None: a new
+            runs/<algo>-<env>-<date-time>).
         resume: continue the run in ``run_dir`` from its latest checkpoint.
         utd: SAC updates per env step (default 1).
         bf16: bf16 autocast for SAC matmuls.

@@ -178,7 +178,7 @@ def train_lipschitz(
     env: str = "Hopper-v5",
     total_steps: int | None = None,
     seed: int = 0,
-    run_dir: str = "runs/lipschitz",
+    run_dir: str | None = None,
     resume: bool = False,
     regularized: bool = True,
     preset: Literal["cpu", "mbpo"] = "cpu",
@@ -197,7 +197,8 @@ def train_lipschitz(
         env: a registered env id.
         total_steps: real env steps (default: the preset's).
         seed: seed of env, buffers and learner.
-        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go.
+        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go (None: a new
+            runs/lipschitz-<env>-<date-time>).
         resume: continue the run in ``run_dir`` from its latest checkpoint.
         regularized: spectral norm + adversarial critic (``--no-regularized``: the single-model baseline).
         preset: ``cpu`` (scaled for 2 cores) or ``mbpo`` (MBPO's published defaults) for everything else.
@@ -219,5 +220,5 @@ def train_lipschitz(
         env, regularized, base=preset, deterministic_model=deterministic_model, **overrides
     )
     hook = LipschitzDiagnostics(env, num_states=diag_states, seed=seed)
-    run_online(config, run_dir, resume, on_model_refit=hook)
+    run_online(config, run_dir, resume, on_model_refit=hook, algo="lipschitz")
     return 0

@@ -245,3 +245,15 @@ def test_run_demo_prints_one_line_and_draws_the_curve_with_references(
     assert last.startswith("Dyna on InvertedPendulum-v5 after 700 env steps: eval return ") and "demo.png" in last
     png = run / "demo.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_without_run_dir_gets_a_new_one_each_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mbrl.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "sac", "--env", "Pendulum-v1", "--total-steps", "60"]
+    assert cli_main(args) == 0 and cli_main(args) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(r.startswith("sac-Pendulum-v1-") for r in runs), runs
+    assert all((tmp_path / "runs" / r / "config.json").is_file() for r in runs)
+    assert cli_main([*args, "--resume"]) == 2  # a resume names its run
