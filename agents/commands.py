@@ -177,7 +177,15 @@ def train_sac(
     return 0
 
 
-def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int = 12345) -> int:
+def eval_run(
+    run_dir: str,
+    /,
+    episodes: int = 10,
+    json: bool = False,
+    seed: int = 12345,
+    video: bool = False,
+    video_episodes: int = 1,
+) -> int:
     """Evaluate the latest checkpoint of a run: mean/std return (and normalized score for offline runs).
 
     Args:
@@ -185,6 +193,9 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
         episodes: evaluation episodes.
         json: print one JSON object (``return_mean, return_std, episodes``[, ``normalized_score``]).
         seed: seed of the first evaluation episode.
+        video: also write ``RUN_DIR/videos/eval.mp4``: ``video_episodes`` deterministic episodes rendered
+            off-screen (MuJoCo's EGL backend unless MUJOCO_GL says otherwise).
+        video_episodes: episodes in the video.
     """
     run = RunDir(Path(run_dir))
     if not run.config_path.exists():
@@ -203,12 +214,33 @@ def eval_run(run_dir: str, /, episodes: int = 10, json: bool = False, seed: int 
             "return_std": result["eval/return_std"],
             "episodes": episodes,
         }
+    if video:
+        out["video"] = str(record_video(run, video_episodes, seed))
     if json:
         print(json_lib.dumps(out))
     else:
         for key, value in out.items():
             print(f"{key:>18}: {value:.3f}" if isinstance(value, float) else f"{key:>18}: {value}")
     return 0
+
+
+def record_video(run: RunDir, episodes: int, seed: int) -> Path:
+    """``RUN_DIR/videos/eval.mp4`` of the run's deterministic policy (``episodes`` episodes from ``seed``)."""
+    from agents.loading import load
+    from envs import make_env
+    from mbrl.evaluation import record_episodes, write_mp4
+
+    if episodes < 1:
+        raise ValueError(f"--video-episodes must be >= 1, got {episodes}")
+    loaded = load(run.path)
+    env_id = getattr(loaded.agent, "env_id", None) or loaded.agent.config.env_id
+    env = make_env(env_id, render_mode="rgb_array", width=320, height=240)
+    try:
+        frames, _ = record_episodes(env, lambda o: loaded.predict(o, deterministic=True)[0], episodes, seed)
+        fps = int(env.metadata.get("render_fps", 30))
+    finally:
+        env.close()
+    return write_mp4(frames, run.path / "videos" / "eval.mp4", fps)
 
 
 def run_demo(run_dir: str = "runs/demo", total_steps: int = 3000, seed: int = 0) -> int:

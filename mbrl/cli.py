@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import re
 import sys
 import typing
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--video" in args and not os.environ.get("MUJOCO_GL"):
+        os.environ["MUJOCO_GL"] = "egl"  # off-screen rendering on a machine without a display (read at import)
     table: dict[str, Any] = COMMANDS
     prefix = "mbrl"
     if args[:1] == ["--version"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -117,3 +118,38 @@ def normalized_score(episode_return: float | np.ndarray, ref_min: float, ref_max
     if ref_max == ref_min:
         raise ValueError(f"normalized_score: ref_max == ref_min == {ref_min}; scores cannot be normalized")
     return 100.0 * (episode_return - ref_min) / (ref_max - ref_min)
+
+
+def record_episodes(
+    env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], episodes: int = 1, seed: int = 0
+) -> tuple[list[np.ndarray], list[float]]:
+    """Frames (``env.render()``, an ``rgb_array`` env) of ``episodes`` episodes of ``policy``, the first reset with
+    ``seed``; returns ``(frames [H, W, 3] uint8, episode returns)``."""
+    if env.render_mode != "rgb_array":
+        raise ValueError(f"record_episodes: the env must be made with render_mode='rgb_array', got {env.render_mode!r}")
+    frames: list[np.ndarray] = []
+    returns: list[float] = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        frames.append(np.asarray(env.render()))
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            frames.append(np.asarray(env.render()))
+            done = bool(terminated or truncated)
+        returns.append(total)
+    return frames, returns
+
+
+def write_mp4(frames: list[np.ndarray], path: str | Path, fps: int) -> Path:
+    """Write ``frames`` as an H.264 MP4 (imageio + its bundled ffmpeg), atomically (temp file, then rename)."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)  # type: ignore[arg-type]
+    tmp.replace(path)
+    return path
+

@@ -73,3 +73,33 @@ def test_readme_snippet_runs_an_exported_policy_without_the_toolkit(hopper_file:
     finally:
         os.chdir(cwd)
     assert isinstance(namespace["total"], float) and namespace["steps"] > 0
+
+
+def test_eval_video_writes_a_playable_mp4(hopper_file: str, tmp_path: Path) -> None:
+    """`mbrl eval RUN --video` (a subprocess: MuJoCo picks its GL backend at import) writes RUN_DIR/videos/eval.mp4
+    with one frame per step of the evaluation episode plus the first, at the env's frame rate."""
+    import json
+    import subprocess
+    import sys
+
+    import imageio.v2 as imageio
+
+    run = tmp_path / "bc"
+    _train("bc", run, hopper_file)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from mbrl.cli import main; sys.exit(main())", "eval", str(run),
+         "--episodes", "1", "--json", "--video"],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "MUJOCO_GL": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    video = Path(out["video"])
+    assert video == run / "videos" / "eval.mp4" and video.stat().st_size > 1000
+    reader = imageio.get_reader(video)
+    meta = reader.get_meta_data()
+    frames = [f for f in reader]
+    assert frames[0].shape == (240, 320, 3) and frames[0].std() > 1  # a picture, not a blank
+    env = gym.make("Hopper-v5")
+    assert meta["fps"] == env.metadata["render_fps"]
+    length = mbrl.load(run).agent.evaluate(1, seed=12345)["eval/length_mean"]
+    assert len(frames) == int(length) + 1
