@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
-from mbrl.models.fit import FitConfig
+from mbrl.models.fit import FitConfig, FitReport
 from mbrl.models.fit import fit as run_fit
 from mbrl.models.quality import calibration, k_step_error, one_step_error
 
 MODEL_FILE = "model.pt"
+FIT_PROGRESS_FILE = "fit_progress.pt"
 
 
 def model_spec(model: ProbabilisticEnsemble, seed: int = 0) -> dict[str, Any]:
@@ -94,6 +95,50 @@ def load_ensemble(model_dir: str, *, full_info: bool) -> ProbabilisticEnsemble:
     return model
 
 
+def fit_and_save(
+    model: ProbabilisticEnsemble,
+    data: Any,
+    fit: FitConfig,
+    run_dir: Path,
+    *,
+    seed: int,
+    rng: np.random.Generator,
+    dataset: str,
+    log_dir: Path | None = None,
+    console_keys: list[str] | None = None,
+    verbose: bool = True,
+) -> FitReport:
+    """Fit ``model`` on ``data`` with its progress in ``run_dir/fit_progress.pt`` (continued when the file is
+    there: the per-epoch log in ``log_dir``, default ``run_dir``, drops the rows after its epoch), then save
+    ``run_dir/model.pt`` (readable by :func:`load_model`) and remove the progress file. ``console_keys``: show
+    the fit's progress bar with these keys (``None``: no bar); ``verbose``: say when a fit is continued."""
+    from mbrl.checkpoint import load_checkpoint, save_checkpoint
+    from mbrl.logging import Logger
+
+    progress = run_dir / FIT_PROGRESS_FILE
+    resume_step = None
+    if progress.is_file():
+        resume_step = int(load_checkpoint(progress).state["fit"]["epoch"])
+        if verbose:
+            print(f"continuing the fit from {progress} (epoch {resume_step})", flush=True)
+    with Logger(log_dir or run_dir, desc="model fit", console=console_keys is not None,
+                console_keys=console_keys, resume_step=resume_step) as logger:
+        report = run_fit(model, data, fit, rng=rng, logger=logger, checkpoint=progress)
+    save_checkpoint(
+        run_dir / MODEL_FILE,
+        config={
+            "model": model_spec(model, seed),
+            "fit": dataclasses.asdict(fit),
+            "dataset": dataset,
+            "env_id": data.env_id,
+        },
+        state={"model": model.state_dict()},
+        extra={"report": {k: v for k, v in dataclasses.asdict(report).items() if k != "holdout_metrics"}},
+    )
+    progress.unlink(missing_ok=True)
+    return report
+
+
 def train_model(
     dataset: str,
     /,
@@ -119,36 +164,17 @@ def train_model(
         seed: weight init, holdout split and bootstrap seed.
         threads: torch intra-op threads.
     """
-    from mbrl.checkpoint import load_checkpoint, save_checkpoint
     from mbrl.data.io import load_dataset
-    from mbrl.logging import Logger
     from mbrl.utils import set_threads
 
     set_threads(threads)
     data = load_dataset(dataset, env_id=env_id)
     model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ensemble, seed=seed)
-    rng = np.random.default_rng(seed)
-    progress = Path(run_dir) / "fit_progress.pt"
-    resume_step = None
-    if progress.is_file():
-        resume_step = int(load_checkpoint(progress).state["fit"]["epoch"])
-        print(f"continuing the fit from {progress} (epoch {resume_step})")
-    with Logger(run_dir, desc="model fit", console_keys=["model/holdout_loss", "model/holdout_mse"],
-                resume_step=resume_step) as logger:
-        report = run_fit(model, data, fit, rng=rng, logger=logger, checkpoint=progress)
-    out = Path(run_dir) / MODEL_FILE
-    save_checkpoint(
-        out,
-        config={
-            "model": model_spec(model, seed),
-            "fit": dataclasses.asdict(fit),
-            "dataset": dataset,
-            "env_id": data.env_id,
-        },
-        state={"model": model.state_dict()},
-        extra={"report": {k: v for k, v in dataclasses.asdict(report).items() if k != "holdout_metrics"}},
+    report = fit_and_save(
+        model, data, fit, Path(run_dir), seed=seed, rng=np.random.default_rng(seed), dataset=dataset,
+        console_keys=["model/holdout_loss", "model/holdout_mse"],
     )
-    progress.unlink(missing_ok=True)
+    out = Path(run_dir) / MODEL_FILE
     print(
         f"fitted {model!r}\n  epochs {report.epochs} ({report.stop_reason}), {report.time_s:.1f} s, "
         f"split by {report.split}: {report.n_train} train / {report.n_holdout} holdout rows\n"

@@ -23,7 +23,6 @@ _PRESETS: dict[str, tuple[EnsembleConfig, FitConfig]] = {
     ),
 }
 
-FIT_PROGRESS_FILE = "fit_progress.pt"
 REWARD_PROGRESS_FILE = "dynamics_reward_progress.pt"
 RESULT_FILE = "result.json"
 
@@ -53,12 +52,11 @@ def fit_and_learn_reward(
     ``run_dir`` (step = adversarial iteration); each step once, also after an interruption. The final metrics go
     to ``run_dir/result.json``; a finished run dir is reported, not recomputed.
     """
-    from mbrl.checkpoint import load_checkpoint, save_checkpoint
+    from mbrl.checkpoint import load_checkpoint
     from mbrl.data.io import load_dataset
     from mbrl.logging import Logger
-    from mbrl.models.commands import MODEL_FILE, model_spec
+    from mbrl.models.commands import MODEL_FILE, fit_and_save
     from mbrl.models.dynamics_reward import train_dynamics_reward
-    from mbrl.models.fit import fit
     from mbrl.run import write_json_atomic
 
     if preset not in _PRESETS:
@@ -78,32 +76,20 @@ def fit_and_learn_reward(
     run = Path(run_dir)
     model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ens_cfg, seed=seed)
     model_path, reward_path = run / MODEL_FILE, run / DYNAMICS_REWARD_FILE
-    fit_progress, reward_progress, result_path = run / FIT_PROGRESS_FILE, run / REWARD_PROGRESS_FILE, run / RESULT_FILE
-    if reward_path.is_file() and model_path.is_file() and result_path.is_file():  # finished: report, do not redo
+    reward_progress, result_path = run / REWARD_PROGRESS_FILE, run / RESULT_FILE
+    if model_path.is_file():  # the fit had ended: a finished run is reported, an interrupted one continues
         model.load_state_dict(load_checkpoint(model_path).state["model"])
-        if verbose:
-            print(f"{run} holds a finished run: loaded {model_path} and {reward_path}", flush=True)
-        return model, DynamicsReward.load(reward_path), json.loads(result_path.read_text())
-    if model_path.is_file():
-        # an interrupted run whose fit had ended: keep that model, continue the reward learning
-        model.load_state_dict(load_checkpoint(model_path).state["model"])
+        if reward_path.is_file() and result_path.is_file():
+            if verbose:
+                print(f"{run} holds a finished run: loaded {model_path} and {reward_path}", flush=True)
+            return model, DynamicsReward.load(reward_path), json.loads(result_path.read_text())
         if verbose:
             print(f"continuing in {run}: fitted model loaded from {model_path}", flush=True)
-    else:
-        # the fit logs per epoch into run/fit (a resumed fit drops the rows after its progress file's epoch)
-        fit_resume = int(load_checkpoint(fit_progress).state["fit"]["epoch"]) if fit_progress.is_file() else None
-        with Logger(run / "fit", desc="ensemble fit", console=False, resume_step=fit_resume) as fit_logger:
-            report = fit(
-                model, data, fit_cfg, rng=np.random.default_rng([seed, 1]), logger=fit_logger, checkpoint=fit_progress,
-            )
-        # saved as soon as the fit ends, before the (long) reward learning
-        save_checkpoint(
-            model_path,
-            config={"model": model_spec(model, seed), "fit": dataclasses.asdict(fit_cfg), "dataset": dataset,
-                    "env_id": data.env_id},
-            state={"model": model.state_dict()},
+    else:  # model.pt is saved as soon as the fit ends, before the (long) reward learning
+        report = fit_and_save(
+            model, data, fit_cfg, run, seed=seed, rng=np.random.default_rng([seed, 1]), dataset=dataset,
+            log_dir=run / "fit", verbose=verbose,
         )
-        fit_progress.unlink(missing_ok=True)
         if verbose:
             print(
                 f"fitted {model!r}: {report.epochs} epochs ({report.stop_reason}), holdout next_obs MSE "
