@@ -122,24 +122,14 @@ def normalized_score(episode_return: float | np.ndarray, ref_min: float, ref_max
 
 def record_episodes(
     env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], episodes: int = 1, seed: int = 0
-) -> tuple[list[np.ndarray], list[float]]:
-    """Frames (``env.render()``, an ``rgb_array`` env) of ``episodes`` episodes of ``policy``, the first reset with
-    ``seed``; returns ``(frames [H, W, 3] uint8, episode returns)``."""
+) -> tuple[list[np.ndarray], EvalResult]:
+    """:func:`evaluate_policy` on an ``rgb_array`` env, keeping every frame (gymnasium's ``RenderCollection``:
+    the reset's and each step's); returns ``(frames [H, W, 3] uint8, the evaluation)``."""
     if env.render_mode != "rgb_array":
         raise ValueError(f"record_episodes: the env must be made with render_mode='rgb_array', got {env.render_mode!r}")
-    frames: list[np.ndarray] = []
-    returns: list[float] = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        frames.append(np.asarray(env.render()))
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
-            total += float(reward)
-            frames.append(np.asarray(env.render()))
-            done = bool(terminated or truncated)
-        returns.append(total)
-    return frames, returns
+    recorder = gym.wrappers.RenderCollection(env, reset_clean=False)
+    result = evaluate_policy(recorder, policy, episodes, seed=seed)
+    return [np.asarray(frame) for frame in recorder.render()], result  # type: ignore[union-attr]
 
 
 def write_mp4(frames: list[np.ndarray], path: str | Path, fps: int) -> Path:
