@@ -400,9 +400,7 @@ class DynaAgent:
         return metrics
 
     def _sample_training_batch(self) -> TransitionBatch:
-        c = self.config
-        if not c.use_model:
-            return self.real_buffer.sample(c.sac.batch_size)
+        c = self.config  # without a model the model buffer stays empty: real rows only
         return mixed_batch(self.real_buffer.sample, self.model_buffer, c.sac.batch_size, c.real_ratio)
 
     def train_policy(self) -> Metrics:
