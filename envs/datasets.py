@@ -357,6 +357,16 @@ def collect(
     return OfflineDataset(o, a, r, nx, te, tr, env_id=env_id, source=source)
 
 
+def uniform_random_dataset(env_id: str, n: int, *, seed: int = 0) -> OfflineDataset:
+    """``n`` transitions of the uniform random policy in ``env_id`` (actions drawn from ``seed``, episodes reset
+    from ``seed`` as :func:`collect` does): a small stand-in dataset for benchmarks and smoke runs."""
+    env = make_env(env_id)
+    low, high = np.asarray(env.action_space.low, np.float32), np.asarray(env.action_space.high, np.float32)  # type: ignore[attr-defined]
+    env.close()
+    rng = np.random.default_rng(seed)
+    return collect(env_id, lambda _o: rng.uniform(low, high).astype(np.float32), n, seed=seed)
+
+
 def reference_returns(trainer: BehaviourTrainer, expert: int, episodes: int, seed: int) -> tuple[float, float]:
     """``(random policy mean return, expert snapshot's deterministic mean return)`` over ``episodes`` episodes
     each; ``expert`` indexes ``trainer.snapshots``."""

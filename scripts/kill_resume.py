@@ -49,12 +49,10 @@ def dataset(out: Path) -> str:
     """A small random Hopper dataset (5000 transitions) as ``.npz``."""
     path = out / "hopper.npz"
     if not path.is_file():
-        from envs.datasets import collect
+        from envs.datasets import uniform_random_dataset
         from mbrl.data import save_npz
 
-        rng = np.random.default_rng(0)
-        low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
-        ds = collect("Hopper-v5", lambda _o: rng.uniform(low, high).astype(np.float32), 5000, seed=0)
+        ds = uniform_random_dataset("Hopper-v5", 5000, seed=0)
         ds.metadata = {"ref_min_score": -20.0, "ref_max_score": 3234.3}
         save_npz(ds, path)
     return str(path)

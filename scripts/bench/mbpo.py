@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agents.dyna import DynaAgent, mbpo_preset
+from envs.datasets import uniform_random_dataset
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
@@ -73,14 +74,6 @@ def window(steps: int, bf16: bool, quick: bool) -> dict[str, float]:
         "evaluation_s_per_1k": eval_s * 1000.0 / eval_every, "one_evaluation_s": eval_s,
         "sac_updates_per_s": steps * config.utd / max(policy, 1e-9),
     }
-
-
-def random_hopper(n: int) -> OfflineDataset:
-    from envs.datasets import collect
-
-    rng = np.random.default_rng(0)
-    low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
-    return collect(ENV, lambda _o: rng.uniform(low, high).astype(np.float32), n, seed=0)
 
 
 def prefix(data: OfflineDataset, n: int) -> OfflineDataset:
@@ -143,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{w['evaluation_s_per_1k']:.1f} s per 1k steps ({w['one_evaluation_s']:.1f} s each)", flush=True)
     if not args.skip_fit:
         size = max(args.sizes)
-        data = load_dataset(args.dataset, env_id=ENV) if args.dataset else random_hopper(size)
+        data = load_dataset(args.dataset, env_id=ENV) if args.dataset else uniform_random_dataset(ENV, size)
         summary["fit_data"] = args.dataset or "uniform-random Hopper-v5"
         summary["fit"] = fit_scaling(data, args.sizes, args.quick)
     if args.json:

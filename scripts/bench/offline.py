@@ -31,13 +31,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
-from envs.datasets import collect
+from envs.datasets import uniform_random_dataset
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.models.fit import FitConfig
 from mbrl.utils import cpu_name
@@ -45,9 +44,7 @@ from mbrl.utils import cpu_name
 
 def random_hopper(n: int, seed: int = 0) -> OfflineDataset:
     """``n`` uniform-random Hopper-v5 transitions (a stand-in when no dataset is given)."""
-    rng = np.random.default_rng(seed)
-    low, high = -np.ones(3, np.float32), np.ones(3, np.float32)
-    ds = collect("Hopper-v5", lambda _o: rng.uniform(low, high).astype(np.float32), n, seed=seed)
+    ds = uniform_random_dataset("Hopper-v5", n, seed=seed)
     ds.metadata = {"ref_min_score": -20.0, "ref_max_score": 3234.3}
     return ds
 
