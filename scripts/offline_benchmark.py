@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -137,10 +136,10 @@ def run_one(
         config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
         config = replace(config, sac=replace(config.sac, **learner))
         agent = RAVLAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
-    resume_step = agent.num_updates if agent.resume() else None
-    if resume_step is None:  # nothing to continue: start clean (a run killed before its first checkpoint)
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:
+    # A run killed before its first checkpoint (inside the model fit) keeps the fit's progress file, which the
+    # agent continues; its log restarts at step 0 either way.
+    resume_step = agent.num_updates if agent.resume() else 0
+    if resume_step:
         print(f"{algo} {dataset_id} s{seed}: continuing from update {resume_step}", flush=True)
     start = time.perf_counter()
     with Logger(run_dir, total=agent.loop.updates, desc=f"{algo} {dataset_id} s{seed}", console_keys=["eval/normalized_score"],
