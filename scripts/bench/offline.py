@@ -58,18 +58,33 @@ def per_call(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def per_call_paired(a: Callable[[], Any], b: Callable[[], Any], calls: int, rounds: int = 3) -> tuple[float, float]:
+    """Seconds per call of ``a`` and ``b``, timed in alternating rounds; the fastest round of each.
+
+    Alternating the two and keeping each one's best round keeps a burst of load from another process (or a
+    warm-up effect) out of their ratio, which a single back-to-back measurement does not.
+    """
+    best_a = best_b = float("inf")
+    per_round = max(calls // rounds, 1)
+    for _ in range(rounds):
+        best_a = min(best_a, per_call(a, per_round))
+        best_b = min(best_b, per_call(b, per_round))
+    return best_a, best_b
+
+
 def profile(name: str, agent: RAVLAgent, updates: int) -> dict[str, Any]:
     c = agent.config
     t_rollout = per_call(agent.rollout_epoch, 1)  # fills the model buffer too
     batch = agent.sample_batch()
-    t_learner = per_call(lambda: agent.sac.update(batch), updates)
     no_edac = None
     if c.sac.edac_eta > 0:
         from mbrl.rl.sac import SAC
 
         plain = SAC(agent.obs_dim, agent.action_dim, agent.action_low, agent.action_high,
                     replace(c.sac, edac_eta=0.0), generator=torch.Generator().manual_seed(0))
-        no_edac = per_call(lambda: plain.update(batch), updates)
+        t_learner, no_edac = per_call_paired(lambda: agent.sac.update(batch), lambda: plain.update(batch), updates)
+    else:
+        t_learner = per_call(lambda: agent.sac.update(batch), updates)
     t_sample = per_call(agent.sample_batch, updates)
     t_update = per_call(lambda: agent.sac.update(agent.sample_batch()), updates) - t_sample
     agent.num_updates = 1  # between refills: _train_step does not roll out
