@@ -2,7 +2,8 @@
 
 - :mod:`mbrl.sweep.spec`: the YAML spec, parsed into frozen dataclasses and expanded into :class:`Trial` s.
 - :mod:`mbrl.sweep.runner`: ``mbrl sweep SPEC.yaml``: runs the trials on a local Ray instance or a cluster.
-- :mod:`mbrl.sweep.report`: ``mbrl report SWEEP_DIR``: mean +- standard error and IQM over seeds, Markdown/CSV
+- :mod:`mbrl.sweep.report`: ``mbrl report SWEEP_DIR``: mean +- standard error and IQM over seeds with bootstrap
+  confidence intervals (stratified across tasks), Markdown/CSV
   tables and learning curves.
 
 Ray is an optional extra (``pip install 'mbrl-toolkit[sweep]'``); only the runner imports it, lazily.
