@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 
 from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from mbrl.data import OfflineDataset
@@ -24,7 +25,7 @@ class BCAgentConfig:
         bc: the learner (deterministic MSE BC, 256x256 by default).
     """
 
-    loop: OfflineLoopConfig = field(default_factory=OfflineLoopConfig)
+    loop: Annotated[OfflineLoopConfig, tyro.conf.arg(name="")] = field(default_factory=OfflineLoopConfig)
     bc: BCConfig = field(default_factory=BCConfig)
 
 

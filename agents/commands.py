@@ -5,57 +5,18 @@ from __future__ import annotations
 import json as json_lib
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from agents.dyna import DynaAgent, DynaConfig, cpu_preset, mbpo_preset
+from agents.dyna import DynaAgent, DynaConfig, cpu_preset, dyna_preset, sac_preset
+from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.logging import Logger, plot_run
 from mbrl.rl.runtime import tune_allocator
 from mbrl.run import RunDir, check_run_dir, prepare_run_dir
 from mbrl.types import Metrics
-
-
-def _dyna_config(
-    env: str,
-    preset: Literal["cpu", "mbpo"],
-    use_model: bool,
-    total_steps: int | None,
-    seed: int,
-    utd: int | None,
-    bf16: bool,
-    threads: int,
-    model: Literal["ensemble", "single", "losse"] = "ensemble",
-    eval_every: int | None = None,
-    checkpoint_every: int | None = None,
-) -> DynaConfig:
-    config = cpu_preset(env) if preset == "cpu" else mbpo_preset(env)
-    overrides: dict[str, object] = {"seed": seed, "use_model": use_model, "num_threads": threads}
-    if eval_every is not None:
-        overrides["eval_every"] = eval_every
-    if checkpoint_every is not None:
-        overrides["checkpoint_every"] = checkpoint_every
-    if total_steps is not None:
-        overrides["total_steps"] = total_steps
-    if utd is not None:
-        overrides["utd"] = utd
-    config = replace(config, **overrides)  # type: ignore[arg-type]
-    if bf16:
-        config = replace(config, sac=replace(config.sac, use_bf16=True))
-    if model == "single":
-        config = replace(config, ensemble=replace(config.ensemble, num_members=1, num_elites=1))
-    elif model == "losse":
-        config = replace(config, model_kind="losse", model_training="online")
-    if not use_model:
-        # Model-free SAC: SB3-style defaults (1 update per step, 1k random steps, target entropy -|A|; MBPO's
-        # per-env target entropies belong to MBPO).
-        config = replace(
-            config, utd=utd or 1, init_random_steps=min(config.init_random_steps, 1000),
-            sac=replace(config.sac, target_entropy=None),
-        )
-    return config
 
 
 def default_run_dir(algo: str, env: str) -> str:
@@ -113,68 +74,63 @@ def run_online(
     return result
 
 
-def train_dyna(
-    env: str = "InvertedPendulum-v5",
-    total_steps: int | None = None,
-    seed: int = 0,
-    run_dir: str | None = None,
-    resume: bool = False,
-    preset: Literal["cpu", "mbpo"] = "cpu",
-    utd: int | None = None,
-    bf16: bool = False,
-    threads: int = 1,
-    model: Literal["ensemble", "single", "losse"] = "ensemble",
-    eval_every: int | None = None,
-    checkpoint_every: int | None = None,
-) -> int:
-    """Train MBPO-style Dyna (SAC on real + model rollouts) on a real env.
+@dataclass(frozen=True)
+class DynaOptions:
+    """Options of ``mbrl train dyna`` outside its config.
 
-    Args:
-        env: a registered env id.
-        total_steps: real env steps (default: the preset's).
-        seed: seed of env, buffers and learner.
-        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go (None: a new
-            runs/<algo>-<env>-<date-time>).
-        resume: continue the run in ``run_dir`` from its latest checkpoint.
-        preset: ``cpu`` (scaled for 2 cores) or ``mbpo`` (MBPO's published defaults).
-        utd: SAC updates per env step (default: the preset's).
-        bf16: bf16 autocast for SAC matmuls (fp32 master weights).
-        threads: torch threads.
-        model: ``ensemble`` (probabilistic, 7 members), ``single`` (one probabilistic member), or ``losse``
-            (Losse-FTL sparse linear model, updated once per new batch of real transitions, no replay).
-        eval_every: env steps between evaluations (default: the preset's).
-        checkpoint_every: env steps between checkpoints (default: the preset's).
+    Attributes:
+        model: ensemble (probabilistic, the preset's members), single (one probabilistic member), or losse
+            (Losse-FTL sparse linear model, updated once per new batch of real transitions, no replay). It sets
+            the config fields it implies (ensemble.num-members/num-elites; model-kind and model-training); the
+            flags override them.
     """
-    config = _dyna_config(env, preset, True, total_steps, seed, utd, bf16, threads, model, eval_every, checkpoint_every)
-    run_online(config, run_dir, resume)
-    return 0
+
+    model: Literal["ensemble", "single", "losse"] = "ensemble"
 
 
-def train_sac(
-    env: str = "InvertedPendulum-v5",
-    total_steps: int | None = None,
-    seed: int = 0,
-    run_dir: str | None = None,
-    resume: bool = False,
-    utd: int | None = None,
-    bf16: bool = False,
-    threads: int = 1,
-) -> int:
-    """Train model-free SAC (the toolkit's learner) on a real env: the reference for model-based agents.
+def dyna_config(env: str, preset: str, model: str = "ensemble") -> DynaConfig:
+    """The ``preset``'s Dyna config for ``env`` with the ``--model`` choice applied."""
+    config = dyna_preset(env, preset)  # type: ignore[arg-type]
+    if model == "single":
+        config = replace(config, ensemble=replace(config.ensemble, num_members=1, num_elites=1))
+    elif model == "losse":
+        config = replace(config, model_kind="losse", model_training="online")
+    return config
 
-    Args:
-        env: a registered env id.
-        total_steps: real env steps (default: the CPU preset's).
-        seed: seed of env, buffers and learner.
-        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go (None: a new
-            runs/<algo>-<env>-<date-time>).
-        resume: continue the run in ``run_dir`` from its latest checkpoint.
-        utd: SAC updates per env step (default 1).
-        bf16: bf16 autocast for SAC matmuls.
-        threads: torch threads.
-    """
-    run_online(_dyna_config(env, "cpu", False, total_steps, seed, utd, bf16, threads), run_dir, resume)
-    return 0
+
+def _run_online_command(algo: str) -> Callable[[DynaConfig, RunOptions, object], int]:
+    def run(config: DynaConfig, options: RunOptions, _: object) -> int:
+        run_online(config, options.run_dir, options.resume, algo=algo)
+        return 0
+
+    return run
+
+
+TRAIN_DYNA = ConfigCommand(
+    name="dyna",
+    description="Train MBPO-style Dyna (SAC on real + model rollouts) on a real env.",
+    config_type=DynaConfig,
+    target="env",
+    target_path="env_id",
+    preset=lambda env, preset, options: dyna_config(env, preset, options.model),
+    run=_run_online_command("dyna"),
+    options=DynaOptions,
+    default_target="InvertedPendulum-v5",
+)
+
+TRAIN_SAC = ConfigCommand(
+    name="sac",
+    description=(
+        "Train model-free SAC (the toolkit's learner, in the Dyna loop without a model) on a real env: the "
+        "reference for model-based agents. Any gymnasium env with a Box action space."
+    ),
+    config_type=DynaConfig,
+    target="env",
+    target_path="env_id",
+    preset=lambda env, preset, _: sac_preset(env, preset),  # type: ignore[arg-type]
+    run=_run_online_command("sac"),
+    default_target="InvertedPendulum-v5",
+)
 
 
 def eval_run(

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import tyro
 
 from envs import get_spec, make_env, require_term_fn
 from envs.snapshot import env_snapshot, restore_env_snapshot
@@ -97,7 +98,7 @@ class DynaConfig:
         fit: model fitting (epochs cap, holdout, patience).
     """
 
-    env_id: str = "InvertedPendulum-v5"
+    env_id: Annotated[str, tyro.conf.arg(name="env")] = "InvertedPendulum-v5"
     total_steps: int = 5000
     seed: int = 0
     use_model: bool = True
@@ -118,7 +119,7 @@ class DynaConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     replay_capacity: int = 1_000_000
-    num_threads: int = 1
+    num_threads: Annotated[int, tyro.conf.arg(aliases=("--threads",))] = 1
     sac: SACConfig = field(default_factory=SACConfig)
     ensemble: EnsembleConfig = field(default_factory=lambda: EnsembleConfig(full_info=False))
     losse: LosseConfig = field(default_factory=LosseConfig)
@@ -223,6 +224,52 @@ def cpu_preset(env_id: str, **overrides: Any) -> DynaConfig:
         fit=FitConfig(max_epochs=15, max_time_s=30.0),
     )
     return replace(base, **overrides)
+
+
+def quick_preset(env_id: str, **overrides: Any) -> DynaConfig:
+    """Smoke-test sizes (ours): :func:`cpu_preset` with 600 env steps, 200 random, small nets and fits, an
+    evaluation and a checkpoint every 200 steps. Seconds per run; not for results."""
+    base = cpu_preset(
+        env_id, total_steps=600, init_random_steps=200, rollouts_per_step=20, utd=2, log_every=100,
+        eval_every=200, eval_episodes=2, checkpoint_every=200,
+        sac=replace(cpu_preset(env_id).sac, hidden=64),
+        ensemble=EnsembleConfig(num_members=3, num_elites=2, hidden=64, depth=2, full_info=False),
+        fit=FitConfig(max_epochs=3, max_time_s=10.0),
+    )
+    return replace(base, **overrides)
+
+
+SAC_PAPER = SACConfig(
+    hidden=256, depth=2, num_critics=2, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99, tau=5e-3,
+    batch_size=256, target_entropy=None,
+)
+"""SAC's hyperparameters (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905,
+Table 1: Adam 3e-4, 2 x 256 ReLU, batch 256, gamma 0.99, tau 0.005, target entropy -|A|, one gradient step per
+env step, replay 1e6)."""
+
+
+def sac_preset(env_id: str, preset: Literal["paper", "cpu", "quick"] = "cpu", **overrides: Any) -> DynaConfig:
+    """Model-free SAC in the Dyna loop (``use_model=False``): :data:`SAC_PAPER` with one update per env step and
+    1000 uniform-random steps first (ours; SB3 uses 100). ``paper``: 1M env steps (the paper's MuJoCo runs);
+    ``cpu``: the Dyna cpu preset's run length (25k steps, InvertedPendulum 5k); ``quick``: 1000 steps, 200 of
+    them random."""
+    cpu = cpu_preset(env_id)
+    steps = {"paper": 1_000_000, "cpu": cpu.total_steps, "quick": 1000}[preset]
+    every = {"paper": 5000, "cpu": cpu.eval_every, "quick": 500}[preset]
+    base = replace(
+        cpu, use_model=False, total_steps=steps, utd=1,
+        init_random_steps=200 if preset == "quick" else min(cpu.init_random_steps, 1000),
+        eval_every=every, checkpoint_every=cpu.checkpoint_every if preset == "cpu" else every, sac=SAC_PAPER,
+        eval_episodes=2 if preset == "quick" else cpu.eval_episodes,
+    )
+    return replace(base, **overrides)
+
+
+def dyna_preset(env_id: str, preset: Literal["paper", "cpu", "quick"] = "cpu", **overrides: Any) -> DynaConfig:
+    """The Dyna config for ``--preset``: ``paper`` = :func:`mbpo_preset`, ``cpu`` = :func:`cpu_preset`,
+    ``quick`` = :func:`quick_preset`."""
+    make = {"paper": mbpo_preset, "cpu": cpu_preset, "quick": quick_preset}[preset]
+    return make(env_id, **overrides)
 
 
 class DynaAgent:

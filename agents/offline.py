@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+import tyro
 
 from envs import make_env
 from mbrl.checkpoint import (
@@ -71,7 +72,7 @@ class OfflineLoopConfig:
     keep_checkpoints: int = 2
     ref_min_score: float | None = None
     ref_max_score: float | None = None
-    num_threads: int = 1
+    num_threads: Annotated[int, tyro.conf.arg(aliases=("--threads",))] = 1
 
     def __post_init__(self) -> None:
         if self.updates < 1 or self.eval_episodes < 1 or self.log_every < 1 or self.keep_checkpoints < 1:

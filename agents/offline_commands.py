@@ -3,28 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.run import RESUMABLE_FIELDS, check_run_dir, prepare_run_dir
 
 Preset = Literal["paper", "cpu", "quick"]
 _RESUMABLE = RESUMABLE_FIELDS | {"updates", "eval_episodes"}
-
-
-def _loop_overrides(
-    seed: int, updates: int | None, eval_every: int | None, eval_episodes: int | None, env_id: str | None,
-    ref_min_score: float | None, ref_max_score: float | None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"seed": seed, "env_id": env_id, "ref_min_score": ref_min_score, "ref_max_score": ref_max_score}
-    if updates is not None:
-        out["updates"] = updates
-    if eval_every is not None:
-        out["eval_every"] = eval_every
-        out["checkpoint_every"] = eval_every
-    if eval_episodes is not None:
-        out["eval_episodes"] = eval_episodes
-    return out
 
 
 def _with_model(config: Any, model_dir: str | None) -> tuple[Any, Any]:
@@ -67,15 +55,6 @@ def _run(
     return 0
 
 
-def _with_fit(config: Any, max_epochs: int | None, patience: int | None, checkpoint_every_s: float | None) -> Any:
-    """``config`` with the given fit fields replaced (``None`` keeps the preset's)."""
-    from dataclasses import replace
-
-    fields = {"max_epochs": max_epochs, "patience": patience, "checkpoint_every_s": checkpoint_every_s}
-    given = {k: v for k, v in fields.items() if v is not None}
-    return replace(config, fit=replace(config.fit, **given)) if given else config
-
-
 def _check_filter(filter: str, dynamics_reward: str | None) -> None:
     if dynamics_reward is not None:
         if filter != "morec":
@@ -90,156 +69,112 @@ def _asdict(config: Any) -> dict[str, Any]:
     return asdict(config)
 
 
-def train_ravl(
-    dataset: str,
-    run_dir: str,
-    updates: int | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    preset: Preset = "cpu",
-    dynamics: Literal["learned", "true"] = "learned",
-    filter: Literal["none", "morec"] = "none",
-    dynamics_reward: str | None = None,
-    eval_every: int | None = None,
-    eval_episodes: int | None = None,
-    env_id: str | None = None,
-    ref_min_score: float | None = None,
-    ref_max_score: float | None = None,
-    fit_max_epochs: int | None = None,
-    fit_patience: int | None = None,
-    fit_checkpoint_every_s: float | None = None,
-    model_dir: str | None = None,
-) -> int:
-    """Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset.
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options of ``mbrl train ravl|mopo`` outside the config.
 
-    Args:
-        dataset: ``.hdf5`` / ``.npz`` path or local Minari id.
-        run_dir: run directory (checkpoints, progress.csv, TensorBoard).
-        updates: gradient updates (default: the preset's).
-        seed: run seed.
-        resume: continue the run in ``run_dir`` from its latest checkpoint.
-        preset: budget: ``paper`` (3M updates), ``cpu`` (50k), ``quick`` (smoke test).
-        dynamics: ``learned`` ensemble or the ``true`` MuJoCo dynamics.
-        filter: ``morec``: filter rollouts with a learned dynamics reward (MOREC); ``none``: plain rollouts.
-        dynamics_reward: reuse this learned dynamics reward (file or directory from
-            ``mbrl model train-dynamics-reward``) instead of learning one after the model fit.
-        eval_every: updates between evaluations and checkpoints.
-        eval_episodes: episodes per evaluation.
-        env_id: evaluation env (default: the dataset's).
-        ref_min_score: reference random return for the normalized score.
-        ref_max_score: reference expert return.
-        fit_max_epochs: cap on the model fit's epochs (default: the preset's).
-        fit_patience: epochs without holdout improvement before the fit stops (default: the preset's).
-        fit_checkpoint_every_s: seconds between saves of the fit's progress (default: the preset's, 30).
-        model_dir: reuse the ensemble fitted by ``mbrl model train DATASET --run-dir MODEL_DIR`` (no fit).
+    Attributes:
+        model_dir: reuse the ensemble fitted by ``mbrl model train DATASET --run-dir MODEL_DIR`` (no fit; its
+            architecture replaces the ensemble.* flags).
     """
-    from agents.ravl import RAVLAgent, ravl_preset
 
-    loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
-    _check_filter(filter, dynamics_reward)
-    config = ravl_preset(
-        dataset, preset, dynamics=dynamics, filter=filter, dynamics_reward=dynamics_reward,
-        **{f"loop_{k}": v for k, v in loop.items()},
-    )
-    config = _with_fit(config, fit_max_epochs, fit_patience, fit_checkpoint_every_s)
-    config, model = _with_model(config, model_dir)
-    return _run(RAVLAgent, config, run_dir, resume, "ravl", model, model_dir)
+    model_dir: str | None = None
 
 
-def train_mopo(
-    dataset: str,
-    run_dir: str,
-    updates: int | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    preset: Preset = "cpu",
-    dynamics: Literal["learned", "true"] = "learned",
-    penalty_coef: float | None = None,
-    filter: Literal["none", "morec"] = "none",
-    dynamics_reward: str | None = None,
-    eval_every: int | None = None,
-    eval_episodes: int | None = None,
-    env_id: str | None = None,
-    ref_min_score: float | None = None,
-    ref_max_score: float | None = None,
-    fit_max_epochs: int | None = None,
-    fit_patience: int | None = None,
-    fit_checkpoint_every_s: float | None = None,
-    model_dir: str | None = None,
-) -> int:
-    """Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset.
+def _run_model_based(algo: str) -> Callable[[Any, RunOptions, ModelOptions], int]:
+    def run(config: Any, options: RunOptions, extra: ModelOptions) -> int:
+        from agents.ravl import RAVLAgent
 
-    Args:
-        dataset: ``.hdf5`` / ``.npz`` path or local Minari id.
-        run_dir: run directory.
-        updates: gradient updates (default: the preset's).
-        seed: run seed.
-        resume: continue the run in ``run_dir``.
-        preset: budget: ``paper``, ``cpu``, ``quick``.
-        dynamics: ``learned`` ensemble or the ``true`` dynamics (zero uncertainty, so no penalty).
-        penalty_coef: lambda of the reward penalty (default: MOPO's released value for the dataset, named by
-            its id or file name, see docs/presets.md).
-        filter: ``morec``: filter rollouts with a learned dynamics reward (MOREC); the penalty applies to the
-            filtered transitions.
-        dynamics_reward: reuse this learned dynamics reward (file or directory) instead of learning one.
-        eval_every: updates between evaluations and checkpoints.
-        eval_episodes: episodes per evaluation.
-        env_id: evaluation env (default: the dataset's).
-        ref_min_score: reference random return.
-        ref_max_score: reference expert return.
-        fit_max_epochs: cap on the model fit's epochs (default: the preset's).
-        fit_patience: epochs without holdout improvement before the fit stops (default: the preset's).
-        fit_checkpoint_every_s: seconds between saves of the fit's progress (default: the preset's, 30).
-        model_dir: reuse the ensemble fitted by ``mbrl model train DATASET --run-dir MODEL_DIR`` (no fit; MOPO
-            reads every member's prediction of it).
-    """
-    from agents.ravl import RAVLAgent, mopo_preset
+        _check_filter(config.filter, config.dynamics_reward)
+        config, model = _with_model(config, extra.model_dir)
+        return _run(RAVLAgent, config, _run_dir(options, algo, config), options.resume, algo, model, extra.model_dir)
 
-    loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
-    _check_filter(filter, dynamics_reward)
-    extra: dict[str, Any] = {} if penalty_coef is None else {"penalty_coef": penalty_coef}
-    config = mopo_preset(
-        dataset, preset, dynamics=dynamics, filter=filter, dynamics_reward=dynamics_reward, **extra,
-        **{f"loop_{k}": v for k, v in loop.items()},
-    )
-    config = _with_fit(config, fit_max_epochs, fit_patience, fit_checkpoint_every_s)
-    config, model = _with_model(config, model_dir)
-    return _run(RAVLAgent, config, run_dir, resume, "mopo", model, model_dir)
+    return run
 
 
-def train_bc(
-    dataset: str,
-    run_dir: str,
-    updates: int | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    preset: Preset = "cpu",
-    eval_every: int | None = None,
-    eval_episodes: int | None = None,
-    env_id: str | None = None,
-    ref_min_score: float | None = None,
-    ref_max_score: float | None = None,
-) -> int:
-    """Train behaviour cloning on a dataset.
+def _run_bc(config: Any, options: RunOptions, _: object) -> int:
+    from agents.bc import BCAgent
 
-    Args:
-        dataset: ``.hdf5`` / ``.npz`` path or local Minari id.
-        run_dir: run directory.
-        updates: gradient updates (default: the preset's).
-        seed: run seed.
-        resume: continue the run in ``run_dir``.
-        preset: budget: ``paper`` (1M), ``cpu`` (50k), ``quick``.
-        eval_every: updates between evaluations and checkpoints.
-        eval_episodes: episodes per evaluation.
-        env_id: evaluation env (default: the dataset's).
-        ref_min_score: reference random return.
-        ref_max_score: reference expert return.
-    """
-    from agents.bc import BCAgent, bc_preset
+    return _run(BCAgent, config, _run_dir(options, "bc", config), options.resume, "bc")
 
-    loop = _loop_overrides(seed, updates, eval_every, eval_episodes, env_id, ref_min_score, ref_max_score)
-    config = bc_preset(dataset, preset, **loop)
-    return _run(BCAgent, config, run_dir, resume, "bc")
+
+def _run_dir(options: RunOptions, algo: str, config: Any) -> str:
+    """``--run-dir``, or a new ``runs/<algo>-<dataset>-<time>`` (``--resume`` needs the run's own)."""
+    if options.run_dir is not None:
+        return options.run_dir
+    if options.resume:
+        raise ValueError("--resume needs the --run-dir of the run to continue")
+    from agents.commands import default_run_dir
+
+    label = Path(config.loop.dataset).stem if Path(config.loop.dataset).suffix else config.loop.dataset
+    return default_run_dir(algo, label.replace("/", "-"))
+
+
+def _ravl_config(dataset: str, preset: str, _: object) -> Any:
+    from agents.ravl import ravl_preset
+
+    return ravl_preset(dataset, preset)  # type: ignore[arg-type]
+
+
+def _mopo_config(dataset: str, preset: str, _: object) -> Any:
+    from agents.ravl import mopo_preset
+
+    return mopo_preset(dataset, preset)  # type: ignore[arg-type]
+
+
+def _bc_config(dataset: str, preset: str, _: object) -> Any:
+    from agents.bc import bc_preset
+
+    return bc_preset(dataset, preset)
+
+
+def _config_type(module: str, name: str) -> type:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+TRAIN_RAVL = ConfigCommand(
+    name="ravl",
+    description=(
+        "Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset "
+        "(.hdf5 / .npz path or local Minari id). paper: the released values, 3M updates; cpu: 50k updates, "
+        "5k rollouts per epoch, bf16."
+    ),
+    config_type=_config_type("agents.ravl", "RAVLConfig"),
+    target="dataset",
+    target_path="loop.dataset",
+    preset=_ravl_config,
+    run=_run_model_based("ravl"),
+    options=ModelOptions,
+    stored_extras=("algo", "model_dir"),
+)
+
+TRAIN_MOPO = ConfigCommand(
+    name="mopo",
+    description=(
+        "Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset (.hdf5 / .npz path or local "
+        "Minari id); lambda and h are MOPO's released values for the dataset named by its id or file name "
+        "(docs/presets.md). paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16."
+    ),
+    config_type=_config_type("agents.ravl", "RAVLConfig"),
+    target="dataset",
+    target_path="loop.dataset",
+    preset=_mopo_config,
+    run=_run_model_based("mopo"),
+    options=ModelOptions,
+    stored_extras=("algo", "model_dir"),
+)
+
+TRAIN_BC = ConfigCommand(
+    name="bc",
+    description="Train behaviour cloning on a dataset (.hdf5 / .npz path or local Minari id).",
+    config_type=_config_type("agents.bc", "BCAgentConfig"),
+    target="dataset",
+    target_path="loop.dataset",
+    preset=_bc_config,
+    run=_run_bc,
+)
 
 
 def load_run_agent(run_dir: str | Path) -> Any:

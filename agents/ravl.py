@@ -37,10 +37,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor
 
 from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
@@ -86,7 +87,7 @@ class RAVLConfig:
             learn as usual; model rollouts start after it.
     """
 
-    loop: OfflineLoopConfig = field(default_factory=OfflineLoopConfig)
+    loop: Annotated[OfflineLoopConfig, tyro.conf.arg(name="")] = field(default_factory=OfflineLoopConfig)
     sac: SACConfig = field(default_factory=lambda: SACConfig(num_critics=10, edac_eta=1.0))
     ensemble: EnsembleConfig = field(
         default_factory=lambda: EnsembleConfig(num_members=7, num_elites=5, full_info=False)

@@ -66,8 +66,8 @@ def command(name: str, run_dir: Path, data: str) -> list[str]:
     base = [sys.executable, "-c", "import sys; from mbrl.cli import main; sys.exit(main())"]
     if name in ("ravl", "mopo"):
         return [*base, "train", name, "--dataset", data, "--run-dir", str(run_dir), "--preset", "quick",
-                "--updates", "400", "--eval-every", "100", "--fit-max-epochs", "150", "--fit-patience", "200",
-                "--fit-checkpoint-every-s", "0"]
+                "--updates", "400", "--eval-every", "100", "--checkpoint-every", "100", "--fit.max-epochs", "150",
+                "--fit.patience", "200", "--fit.checkpoint-every-s", "0"]
     if name == "idm-label":  # the cpu IDM (200 epochs, patience 5) on half of the episodes, then BC
         return [*base, "train", "idm-label", "--dataset", data, "--run-dir", str(run_dir), "--preset", "quick",
                 "--idm-preset", "cpu", "--labelled-fraction", "0.5", "--updates", "300", "--idm-checkpoint-every-s", "0"]

@@ -255,7 +255,8 @@ def test_a_run_killed_inside_the_model_fit_continues_the_fit(
 # ------------------------------------------------------------------------------------------------------ CLI
 def test_cli_train_resume_and_evaluate_run(dataset_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    args = ["train", "mopo", "--dataset", dataset_file, "--run-dir", str(run), "--preset", "quick", "--eval-every", "20"]
+    args = ["train", "mopo", "--dataset", dataset_file, "--run-dir", str(run), "--preset", "quick", "--eval-every", "20",
+            "--checkpoint-every", "20"]
     assert cli_main([*args, "--updates", "20"]) == 0
     assert cli_main([*args, "--updates", "40", "--resume"]) == 0
     log = read_csv(run / "progress.csv")

@@ -382,7 +382,7 @@ def test_cli_train_dynamics_reward(hopper: OfflineDataset, tmp_path: Path, capsy
     assert cli_main(["model", "eval", str(run), "--dataset", str(data), "--horizons", "1", "--json"]) == 0
     assert cli_main(["train", "ravl", "--dataset", str(data), "--run-dir", str(tmp_path / "r"),
                      "--dynamics-reward", str(run)]) == 2
-    assert "--filter morec" in capsys.readouterr().err
+    assert "filter='morec'" in capsys.readouterr().err
 
 
 def test_shuffled_negatives_option(hopper: OfflineDataset, fitted: ProbabilisticEnsemble) -> None:
