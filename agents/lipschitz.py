@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from agents.commands import run_online
-from agents.dyna import DynaAgent, DynaConfig, cpu_preset, mbpo_preset
+from agents.dyna import DynaAgent, DynaConfig, dyna_preset
+from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.models.protocol import WorldModel
 from mbrl.models.true_dynamics import SUPPORTED as TRUE_DYNAMICS_ENVS
 from mbrl.models.true_dynamics import TrueDynamicsModel
@@ -95,7 +96,7 @@ def lipschitz_preset(
     env_id: str,
     regularized: bool = True,
     *,
-    base: Literal["cpu", "mbpo"] = "cpu",
+    base: Literal["paper", "cpu", "quick"] = "cpu",
     deterministic_model: bool = False,
     lipschitz: LipschitzConfig | None = None,
     **overrides: Any,
@@ -105,14 +106,14 @@ def lipschitz_preset(
     Args:
         env_id: a registered env id.
         regularized: switch the critic regulariser on (False: the paper's "single model" baseline).
-        base: ``"cpu"`` (:func:`agents.dyna.cpu_preset`) or ``"mbpo"`` (:func:`agents.dyna.mbpo_preset`);
-            everything but the model size and the critic is taken from it, so the three arms of the experiment
-            differ only in those.
+        base: the Dyna preset (:func:`agents.dyna.dyna_preset`: ``"paper"`` = MBPO's released config, ``"cpu"``,
+            ``"quick"``); everything but the model size and the critic is taken from it, so the three arms of the
+            experiment differ only in those.
         deterministic_model: one deterministic network instead of one probabilistic (Gaussian) member.
         lipschitz: the regulariser (default :class:`LipschitzConfig`).
         **overrides: :class:`DynaConfig` fields replaced last.
     """
-    config = cpu_preset(env_id) if base == "cpu" else mbpo_preset(env_id)
+    config = dyna_preset(env_id, base)
     ensemble = replace(config.ensemble, num_members=1, num_elites=1, deterministic=deterministic_model)
     sac = config.sac
     if regularized:
@@ -174,51 +175,42 @@ def make_lipschitz_agent(
     return DynaAgent(config, run_dir=run_dir, on_model_refit=hook)
 
 
-def train_lipschitz(
-    env: str = "Hopper-v5",
-    total_steps: int | None = None,
-    seed: int = 0,
-    run_dir: str | None = None,
-    resume: bool = False,
-    regularized: bool = True,
-    preset: Literal["cpu", "mbpo"] = "cpu",
-    deterministic_model: bool = False,
-    utd: int | None = None,
-    init_random_steps: int | None = None,
-    threads: int = 1,
-    diag_states: int = 256,
-) -> int:
-    """Train Dyna with ONE dynamics model and a Lipschitz-regularised critic (Zheng et al., ICLR 2023).
+@dataclass(frozen=True)
+class LipschitzOptions:
+    """Options of ``mbrl train lipschitz`` outside its config.
 
-    Logs ``train/critic_lipschitz`` (max critic state-gradient norm on real states) and, on Hopper, HalfCheetah
-    and Walker2d, ``model/bellman_gap`` (learned vs true one-step Bellman backup) after every model refit.
-
-    Args:
-        env: a registered env id.
-        total_steps: real env steps (default: the preset's).
-        seed: seed of env, buffers and learner.
-        run_dir: where config, checkpoints, CSV, TensorBoard events and plots go (None: a new
-            runs/lipschitz-<env>-<date-time>).
-        resume: continue the run in ``run_dir`` from its latest checkpoint.
-        regularized: spectral norm + adversarial critic (``--no-regularized``: the single-model baseline).
-        preset: ``cpu`` (scaled for 2 cores) or ``mbpo`` (MBPO's published defaults) for everything else.
+    Attributes:
+        regularized: spectral norm + adversarial critic (--no-regularized: the single-model baseline); sets the
+            sac.critic-spectral-norm-layers and sac.adv-* fields, which the flags override.
         deterministic_model: a single deterministic network instead of a single Gaussian one.
-        utd: SAC updates per env step (default: the preset's).
-        init_random_steps: uniform-random env steps before the policy acts and the model is first fit
-            (default: the preset's).
-        threads: torch threads.
         diag_states: replay states used by the diagnostics.
     """
-    overrides: dict[str, Any] = {"seed": seed, "num_threads": threads}
-    if total_steps is not None:
-        overrides["total_steps"] = total_steps
-    if utd is not None:
-        overrides["utd"] = utd
-    if init_random_steps is not None:
-        overrides["init_random_steps"] = init_random_steps
-    config = lipschitz_preset(
-        env, regularized, base=preset, deterministic_model=deterministic_model, **overrides
-    )
-    hook = LipschitzDiagnostics(env, num_states=diag_states, seed=seed)
-    run_online(config, run_dir, resume, on_model_refit=hook, algo="lipschitz")
+
+    regularized: bool = True
+    deterministic_model: bool = False
+    diag_states: int = 256
+
+
+def _run_lipschitz(config: DynaConfig, options: RunOptions, extra: LipschitzOptions) -> int:
+    hook = LipschitzDiagnostics(config.env_id, num_states=extra.diag_states, seed=config.seed)
+    run_online(config, options.run_dir, options.resume, on_model_refit=hook, algo="lipschitz")
     return 0
+
+
+TRAIN_LIPSCHITZ = ConfigCommand(
+    name="lipschitz",
+    description=(
+        "Train Dyna with ONE dynamics model and a Lipschitz-regularised critic (Zheng et al., ICLR 2023). Logs "
+        "train/critic_lipschitz (max critic state-gradient norm on real states) and, on Hopper, HalfCheetah and "
+        "Walker2d, model/bellman_gap (learned vs true one-step Bellman backup) after every model refit."
+    ),
+    config_type=DynaConfig,
+    target="env",
+    target_path="env_id",
+    preset=lambda env, preset, o: lipschitz_preset(
+        env, o.regularized, base=preset, deterministic_model=o.deterministic_model  # type: ignore[arg-type]
+    ),
+    run=_run_lipschitz,
+    options=LipschitzOptions,
+    default_target="Hopper-v5",
+)

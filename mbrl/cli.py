@@ -34,7 +34,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
         "dyna": "agents.commands:TRAIN_DYNA",
         "sac": "agents.commands:TRAIN_SAC",
         "idm-label": "agents.idm_labeling:train_idm_label",
-        "lipschitz": "agents.lipschitz:train_lipschitz",
+        "lipschitz": "agents.lipschitz:TRAIN_LIPSCHITZ",
     },
     "eval": "agents.commands:eval_run",
     "export": "agents.loading:export_command",

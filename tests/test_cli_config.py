@@ -15,12 +15,16 @@ import pytest
 
 from agents.commands import TRAIN_DYNA, TRAIN_SAC
 from agents.dyna import DynaConfig, sac_preset
+from agents.lipschitz import TRAIN_LIPSCHITZ
 from agents.offline_commands import TRAIN_BC, TRAIN_MOPO, TRAIN_RAVL
 from mbrl.cli import ConfigCommand, RunOptions, command_flags, config_flags, main, run_config_command
 from mbrl.logging import read_csv
 from mbrl.sweep.spec import command_info
 
-COMMANDS = {"sac": TRAIN_SAC, "dyna": TRAIN_DYNA, "ravl": TRAIN_RAVL, "mopo": TRAIN_MOPO, "bc": TRAIN_BC}
+COMMANDS = {
+    "sac": TRAIN_SAC, "dyna": TRAIN_DYNA, "lipschitz": TRAIN_LIPSCHITZ, "ravl": TRAIN_RAVL, "mopo": TRAIN_MOPO,
+    "bc": TRAIN_BC,
+}
 
 
 def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:

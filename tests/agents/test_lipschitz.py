@@ -36,7 +36,7 @@ def test_preset_is_the_cpu_preset_with_one_model_and_the_regularised_critic() ->
         adv_steps=lip.adv_steps, adv_norm=lip.adv_norm, adv_weight=lip.adv_weight,
     )
     assert reg.sac.adv_epsilon > 0 and reg.sac.critic_spectral_norm_layers
-    assert lipschitz_preset("Hopper-v5", base="mbpo").rollout == mbpo_preset("Hopper-v5").rollout
+    assert lipschitz_preset("Hopper-v5", base="paper").rollout == mbpo_preset("Hopper-v5").rollout
     assert lipschitz_preset("Hopper-v5", deterministic_model=True).ensemble.deterministic
     assert lipschitz_preset("Hopper-v5", total_steps=7).total_steps == 7
 
