@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agents.dyna import MBPO_ENVS, cpu_preset, mbpo_preset
+from agents.dyna import MBPO_ENVS, cpu_preset, mbpo_preset, sac_preset
 from agents.ravl import RAVL_SAC, mopo_preset, ravl_preset
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
@@ -36,6 +36,8 @@ def _configs(name: str) -> list[Any]:
     if algo == "mopo":
         preset, _, task = rest.partition("@")
         return [mopo_preset(f"mbrl/{task}-v0", preset)]  # type: ignore[arg-type]
+    if algo == "sac":  # the locomotion envs (the pendulums keep MBPO's shorter run and 500-step warm-up)
+        return [sac_preset(env, rest) for env in MBPO_ENVS if "Pendulum" not in env]  # type: ignore[arg-type]
     envs = list(MBPO_ENVS) if rest == "*" else [rest]
     make = mbpo_preset if algo == "mbpo" else cpu_preset
     return [make(env) for env in envs]
@@ -50,7 +52,7 @@ def _get(config: Any, path: str) -> Any:
 
 def test_the_table_is_read() -> None:
     assert len(ROWS) >= 150
-    assert {name.split(":")[0] for name, *_ in ROWS} == {"ravl", "mopo", "mbpo", "dyna-cpu"}
+    assert {name.split(":")[0] for name, *_ in ROWS} == {"ravl", "mopo", "mbpo", "dyna-cpu", "sac"}
 
 
 @pytest.mark.parametrize(("name", "field", "value", "reference", "source"), ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
@@ -64,7 +66,7 @@ def test_preset_row(name: str, field: str, value: str, reference: str, source: s
         assert source.startswith("no released") or "ours" in source
         return
     released = ast.literal_eval(reference)
-    if name.startswith(("ravl:paper", "mopo:paper", "mbpo:")):
+    if name.startswith(("ravl:paper", "mopo:paper", "mbpo:", "sac:paper")):
         assert expected == released, f"{name} {field}: {value} is not the released {reference} ({source})"
     elif expected != released:
         assert source.startswith("ours:"), f"{name} {field}: differs from the paper without a reason"
