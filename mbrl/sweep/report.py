@@ -11,7 +11,8 @@ Per (agent, env/dataset, grid point), over the seeds whose trial finished (a ``D
   (``scipy.stats.bootstrap(..., method="percentile")``, seeds resampled with replacement; 10 000 resamples and
   seed 0 by default, so a report is reproducible). Undefined (``—``, NaN in the CSV) for n < 2;
 - n, the number of seeds with a value, and ``failed``, the number of seeds without a ``DONE`` marker (failed,
-  or not run yet). A finished seed that never logged the metric counts in neither.
+  or not run yet). A finished seed that never logged the metric counts in neither. A seed the sweep's scheduler
+  stopped early (a ``STOPPED`` marker) counts as ``stopped`` (a column shown when some seed is), not aggregated.
 
 Across tasks, when the sweep has more than one env/dataset and every group's metric is comparable across them
 (``eval/normalized_score``; raw returns have per-task scales, so then the report says why it shows none): per
@@ -43,7 +44,7 @@ import numpy as np
 import tyro
 
 from mbrl.logging import STEP_COLUMN, read_csv
-from mbrl.sweep.runner import read_done, read_sweep_json
+from mbrl.sweep.runner import read_done, read_stopped, read_sweep_json
 from mbrl.sweep.spec import Trial, target_labels
 
 DEFAULT_METRICS = ("eval/normalized_score", "eval/return_mean")
@@ -242,9 +243,10 @@ class ReportRow:
         grid: Grid point label (``"key=value,..."``; ``""`` without a grid).
         metric: The aggregated metric.
         stats: Aggregate over the seeds with a value.
-        failed: Seeds without a ``DONE`` marker.
+        failed: Seeds without a ``DONE`` or ``STOPPED`` marker.
         seeds: Seeds with a value, in the order of ``values``.
         values: Their final values.
+        stopped: Seeds the scheduler stopped early (a ``STOPPED`` marker).
     """
 
     agent: str
@@ -255,6 +257,7 @@ class ReportRow:
     failed: int
     seeds: tuple[int, ...]
     values: tuple[float, ...]
+    stopped: int = 0
 
 
 @dataclass(frozen=True)
@@ -327,10 +330,11 @@ def build_report(
     available: set[str] = set()
     for group in _groups(trials):
         finished: list[tuple[Trial, dict[str, np.ndarray]]] = []
-        failed = 0
+        failed = stopped = 0
         for trial in group.trials:
             if read_done(sweep_dir, trial.id) is None:
-                failed += 1
+                early = read_stopped(sweep_dir, trial.id) is not None
+                stopped, failed = stopped + early, failed + (not early)
                 continue
             run_dir = trial.run_dir(sweep_dir)
             columns = read_csv(run_dir) if (run_dir / "progress.csv").is_file() else {}
@@ -353,6 +357,7 @@ def build_report(
             failed,
             tuple(seeds),
             tuple(values),
+            stopped,
         )
         rows.append(row)
         curves.setdefault(group.target, []).append((row, series))
@@ -477,6 +482,7 @@ def markdown_table(
 ) -> str:
     """The Markdown table of :func:`build_report`'s rows (a grid column only when some group has a grid)."""
     with_grid = any(r.grid for r in rows)
+    with_stopped = any(r.stopped for r in rows)
     ci = _ci_header(confidence)
     head = [
         "agent",
@@ -489,6 +495,7 @@ def markdown_table(
         f"IQM {ci}",
         "n",
         "failed",
+        *(["stopped"] if with_stopped else []),
     ]
     body = []
     for r in rows:
@@ -505,6 +512,7 @@ def markdown_table(
                 _fmt_ci(r.stats.iqm_ci),
                 str(r.stats.n),
                 str(r.failed),
+                *([str(r.stopped)] if with_stopped else []),
             ]
         )
     return _table(head, body)

@@ -10,21 +10,34 @@ Layout::
 
     SWEEP_DIR/
       sweep.json                      the spec and its expanded trials (rewritten by every invocation)
-      summary.json                    the outcome of the last invocation (finished, skipped, failed)
+      summary.json                    the outcome of the last invocation (finished, stopped, skipped, failed)
       trials/<id>/                    the trial's run directory (config.json, progress.csv, checkpoints/, ...)
         stdout.log, stderr.log        the run's output, every attempt (copied in after each exit)
         DONE                          JSON marker written atomically after a 0 exit: final metrics, argv, time
+        STOPPED                       JSON marker of a trial the scheduler (ASHA) stopped early: the step and
+                                      metric value it was stopped at (written by the driver when it decides)
       logs/<id>.{stdout,stderr}.log   the same logs while the trial runs (``mbrl train`` refuses to start a new
                                       run in a non-empty directory, so they cannot live in the run dir then)
+      logs/<id>.pid                   host and pid of the trial's run while it runs
       ray/tune-<time>/                Ray Tune's experiment state and per-trial results of one invocation
 
 Resume and retries: a trial with a ``DONE`` marker is finished and skipped by every later invocation (re-running
-the same command continues a sweep). An unfinished trial whose run directory holds a checkpoint continues with
-``mbrl train ... --resume``; otherwise its run directory is cleared and the run starts afresh. A run that exits
-non-zero is retried up to ``--max-retries`` times (Tune's ``FailureConfig.max_failures``; each retry continues
-from the run's checkpoint as above), then reported as failed; the other trials go on and the command exits 1 at
-the end. Resume works at the trial level through these markers rather than ``Tuner.restore``: a Tune experiment
-can only be restored as it was, whereas a sweep may be re-run with more seeds or different retry settings.
+the same command continues a sweep); so is a trial with a ``STOPPED`` marker (delete the marker to let it go
+on). An unfinished trial whose run directory holds a checkpoint continues with ``mbrl train ... --resume``;
+otherwise its run directory is cleared and the run starts afresh. A run that exits non-zero is retried up to
+``--max-retries`` times (Tune's ``FailureConfig.max_failures``; each retry continues from the run's checkpoint as
+above), then reported as failed; the other trials go on and the command exits 1 at the end. Resume works at the
+trial level through these markers rather than ``Tuner.restore``: a Tune experiment can only be restored as it
+was, whereas a sweep may be re-run with more seeds or different retry settings.
+
+Early stopping (the spec's ``scheduler``): Tune's ``ASHAScheduler`` sees every reported row and decides on those
+holding its metric (strict metric checking is off for the sweep, since most rows hold other columns; a sweep in
+which no trial reported the metric ends with a warning). When it stops a trial, the driver writes the trial's
+``STOPPED`` marker, Tune ends the trainable at its next report, and the trainable ends the run: SIGTERM, then
+SIGKILL after 10 s (if Tune ends the trainable's actor first, the run gets SIGTERM as its parent thread dies,
+and the driver ends a run still alive on its host before it returns). A stopped trial is neither failed nor
+finished: ``summary.json`` lists it under ``stopped``, and ``mbrl report`` counts it as stopped without
+aggregating its values.
 
 Threads: every trial reserves ``--threads-per-trial`` CPUs in Ray, gets ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` set to it and, where the command has one, ``--threads``. By default
@@ -40,6 +53,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,11 +70,12 @@ import tyro
 from mbrl.cli import CommandError
 from mbrl.logging import CSV_NAME, STEP_COLUMN, WALL_TIME_COLUMN, read_csv
 from mbrl.run import write_json_atomic
-from mbrl.sweep.spec import SweepSpec, Trial, load_spec
+from mbrl.sweep.spec import AshaSpec, SweepSpec, Trial, load_spec
 
 SWEEP_JSON = "sweep.json"
 SUMMARY_JSON = "summary.json"
 DONE_NAME = "DONE"
+STOPPED_NAME = "STOPPED"
 TRIALS_DIR = "trials"
 LOGS_DIR = "logs"
 RAY_DIR = "ray"
@@ -67,6 +83,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 PASS_ENV = ("MINARI_DATASETS_PATH", "MUJOCO_GL", "D4RL_DATASET_DIR")
 """Environment variables of the driver handed to every trial (also on cluster nodes)."""
 INSTALL_HINT = "pip install 'mbrl-toolkit[sweep]'"
+TERMINATE_TIMEOUT_S = 10.0
+"""Seconds a stopped trial's run gets to exit after SIGTERM before SIGKILL."""
 _ATTEMPT_MARK = "=== mbrl sweep attempt"
 _TAIL_LINES = 15
 
@@ -82,11 +100,13 @@ class SweepSummary:
     Attributes:
         sweep_dir: The sweep directory.
         total: Number of trials in the spec.
-        skipped: Trials finished before this call (a ``DONE`` marker), not run again.
+        skipped: Trials finished (a ``DONE`` marker) or stopped early (``STOPPED``) before this call, not run
+            again.
         finished: Trials that finished in this call.
         failed: Trials that failed in this call after their retries.
         failure_logs: ``{trial id: last lines of its stderr.log (last attempt)}`` of the failed trials.
-        unfinished: Trials neither finished nor failed (the sweep was interrupted, e.g. by Ctrl-C).
+        unfinished: Trials neither finished, stopped nor failed (the sweep was interrupted, e.g. by Ctrl-C).
+        stopped: Trials the scheduler stopped early in this call.
     """
 
     sweep_dir: Path
@@ -96,10 +116,11 @@ class SweepSummary:
     failed: tuple[str, ...]
     failure_logs: Mapping[str, str]
     unfinished: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Every trial finished (none failed or was interrupted)."""
+        """Every trial finished or was stopped early by the scheduler (none failed or was interrupted)."""
         return not self.failed and not self.unfinished
 
 
@@ -120,6 +141,50 @@ def read_done(sweep_dir: Path | str, trial_id: str) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def stopped_path(sweep_dir: Path | str, trial_id: str) -> Path:
+    """``SWEEP_DIR/trials/<id>/STOPPED``."""
+    return Path(sweep_dir) / TRIALS_DIR / trial_id / STOPPED_NAME
+
+
+def read_stopped(sweep_dir: Path | str, trial_id: str) -> dict[str, Any] | None:
+    """The ``STOPPED`` marker of a trial the scheduler stopped early, or ``None`` (none, or unreadable)."""
+    try:
+        data = json.loads(stopped_path(sweep_dir, trial_id).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def mark_stopped(
+    sweep_dir: Path | str, trial_id: str, scheduler: AshaSpec, result: Mapping[str, Any]
+) -> Path | None:
+    """Write the ``STOPPED`` marker of a trial the scheduler stops at ``result`` (a reported row).
+
+    Returns:
+        The marker's path, or ``None`` when the trial has finished (a ``DONE`` marker: stopping it at its final
+        report changes nothing).
+    """
+    if read_done(sweep_dir, trial_id) is not None:
+        return None
+    path = stopped_path(sweep_dir, trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    step = result.get(STEP_COLUMN)
+    return write_json_atomic(
+        path,
+        {
+            "trial": trial_id,
+            "scheduler": "asha",
+            "metric": scheduler.metric,
+            "mode": scheduler.mode,
+            "value": float(result[scheduler.metric]),
+            "step": None if step is None else float(step),
+            "time_attr": scheduler.time_attr,
+            "time": float(result[scheduler.time_attr]),
+            "stopped": _now(),
+        },
+    )
 
 
 def read_sweep_json(sweep_dir: Path | str) -> dict[str, Any]:
@@ -322,7 +387,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 def trial_argv(trial: Trial, run_dir: Path, *, threads: int, resume: bool) -> list[str]:
     """``python -m mbrl.cli train <agent> <args> --run-dir RUN_DIR [--threads T] [--resume]``."""
     argv = [sys.executable, "-m", "mbrl.cli", "train", trial.agent, *trial.args, "--run-dir", str(run_dir)]
-    if trial.threads_flag and "--threads" not in trial.args:
+    if trial.threads_flag and "--threads" not in trial.args and "--num-threads" not in trial.args:
         argv += ["--threads", str(threads)]
     if resume:
         argv.append("--resume")
@@ -345,6 +410,165 @@ def _can_resume(trial: Trial, run_dir: Path) -> bool:
     return trial.resumable and (run_dir / "config.json").is_file() and latest_checkpoint(run_dir) is not None
 
 
+def end_process(
+    proc: subprocess.Popen[Any], timeout_s: float = TERMINATE_TIMEOUT_S, log: TextIO | None = None
+) -> int:
+    """End a process that may still run: SIGTERM, then SIGKILL if it has not exited after ``timeout_s``.
+
+    Args:
+        proc: The process.
+        timeout_s: Seconds between SIGTERM and SIGKILL.
+        log: Where a line saying how it was ended goes (nothing when it had exited already).
+
+    Returns:
+        Its exit status (negative: the signal that ended it).
+    """
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.terminate()
+    how = "SIGTERM"
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        how = f"SIGKILL ({timeout_s:g} s after SIGTERM)"
+    if log is not None:
+        print(
+            f"=== mbrl sweep {_now()}: the trial was stopped; its run was ended with {how}",
+            file=log,
+            flush=True,
+        )
+    return proc.returncode
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout: TextIO,
+    stderr: TextIO,
+    on_poll: Callable[[], None],
+    poll_s: float = 1.0,
+    terminate_timeout_s: float = TERMINATE_TIMEOUT_S,
+    pid_file: Path | None = None,
+) -> int:
+    """Run ``argv`` to its exit, calling ``on_poll`` every ``poll_s`` seconds while it runs and once after.
+
+    Whatever interrupts the wait (``SystemExit`` from a report when Tune stops the trial, Ctrl-C) ends the process
+    too (:func:`end_process`, noted in ``stderr``) before it propagates: no run is left behind. ``pid_file``, if
+    given, holds ``{"pid", "host"}`` of the process while it runs (see :func:`settle_stopped_trial`).
+
+    Returns:
+        The exit status.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        preexec_fn=_die_with_parent(),
+    )
+    if pid_file is not None:
+        write_json_atomic(pid_file, {"pid": proc.pid, "host": socket.gethostname()})
+    try:
+        while True:
+            try:
+                proc.wait(timeout=poll_s)
+                break
+            except subprocess.TimeoutExpired:
+                on_poll()
+        on_poll()
+    except BaseException:
+        end_process(proc, terminate_timeout_s, stderr)
+        raise
+    finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
+    return proc.returncode
+
+
+def pid_path(sweep_dir: Path | str, trial_id: str) -> Path:
+    """``SWEEP_DIR/logs/<id>.pid``: the host and pid of a trial's run while it runs."""
+    return Path(sweep_dir) / LOGS_DIR / f"{trial_id}.pid"
+
+
+def _runs_here(pid: int, run_dir: Path) -> bool:
+    """Process ``pid`` of this host is alive and runs in ``run_dir`` (its command line names it; Linux only)."""
+    try:
+        return str(run_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _end_pid(pid: int, run_dir: Path, timeout_s: float) -> str | None:
+    """SIGTERM, then SIGKILL after ``timeout_s``, to a run that is not our child (checked by :func:`_runs_here`).
+
+    Returns:
+        The last signal sent (``None``: the run was not running).
+    """
+    sent = None
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        if not _runs_here(pid, run_dir):
+            break
+        os.kill(pid, sig)
+        sent = sig.name
+        deadline = time.monotonic() + wait_s
+        while _runs_here(pid, run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return sent
+
+
+def settle_stopped_trial(
+    sweep_dir: Path | str,
+    trial_id: str,
+    *,
+    grace_s: float = 2.0,
+    terminate_timeout_s: float = TERMINATE_TIMEOUT_S,
+) -> None:
+    """Driver side, after Tune returns: make sure a stopped trial's run has ended and its logs are in its run dir.
+
+    Its trainable does both when Tune stops it, but Tune may end the trainable's actor first (then the run gets
+    SIGTERM from :func:`_die_with_parent`). This waits up to ``grace_s`` for the trainable to remove the trial's
+    pid file; if it is still there, a run still alive on this host is ended like :func:`end_process` does. Then
+    the logs are copied into the run directory.
+    """
+    sweep_dir = Path(sweep_dir)
+    path = pid_path(sweep_dir, trial_id)
+    run_dir = sweep_dir / TRIALS_DIR / trial_id
+    deadline = time.monotonic() + grace_s
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        owner = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        owner = None
+    out_log, err_log = (
+        sweep_dir / LOGS_DIR / f"{trial_id}.stdout.log",
+        sweep_dir / LOGS_DIR / f"{trial_id}.stderr.log",
+    )
+    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
+        sent = _end_pid(int(owner["pid"]), run_dir, terminate_timeout_s)
+        if sent is not None:
+            with err_log.open("a") as log:
+                print(
+                    f"=== mbrl sweep {_now()}: the trial was stopped; the driver ended its run with {sent}",
+                    file=log,
+                )
+    path.unlink(missing_ok=True)
+    if out_log.is_file() and err_log.is_file():
+        _copy_logs(out_log, err_log, run_dir)
+
+
+def _copy_logs(out_log: Path, err_log: Path, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_log, run_dir / "stdout.log")
+    shutil.copyfile(err_log, run_dir / "stderr.log")
+
+
 def run_trial(
     payload: Mapping[str, Any],
     report: Callable[[dict[str, float]], None] | None = None,
@@ -356,7 +580,9 @@ def run_trial(
     Args:
         payload: ``{"trial": Trial.to_json(), "sweep_dir": str, "threads": int, "cwd": str, "env": {..}}``.
         report: Called with each new CSV row (``{"step": s, key: value}``) while the run goes, then once with the
-            final metrics plus ``"final": 1.0``.
+            final metrics plus ``"final": 1.0``. When Tune stops the trial (its scheduler, or the sweep's end), the
+            call raises ``SystemExit``: the run is then ended (:func:`run_process`), its logs are copied, no
+            ``DONE`` is written and the exception goes on.
         poll_s: Seconds between looks at the CSV.
 
     Returns:
@@ -376,55 +602,39 @@ def run_trial(
         shutil.rmtree(run_dir)  # nothing to continue: a fresh run needs an empty directory
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     argv = trial_argv(trial, run_dir, threads=threads, resume=resume)
-    env = trial_env(threads, payload.get("env"))
     cwd = Path(payload.get("cwd") or run_dir.parent)
     if not cwd.is_dir():  # e.g. a cluster node without the driver's directory
         cwd = run_dir.parent
     out_log, err_log = logs / f"{trial.id}.stdout.log", logs / f"{trial.id}.stderr.log"
-    header = f"{_ATTEMPT_MARK} {_now()}: {' '.join(argv[1:])}\n"
     tail = CsvTail(run_dir / CSV_NAME)
+
+    def stream() -> None:
+        for row in tail.poll():
+            if report is not None:
+                report(row)
+
     start = time.monotonic()
-    with out_log.open("a") as out, err_log.open("a") as err:
-        out.write(header)
-        err.write(header)
-        out.flush()
-        err.flush()
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            preexec_fn=_die_with_parent(),
-        )
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=poll_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                for row in tail.poll():
-                    if report is not None:
-                        report(row)
-        finally:
-            if proc.poll() is None:  # interrupted (Tune stopped the trial): do not leave the run behind
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    for row in tail.poll():
-        if report is not None:
-            report(row)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out_log, run_dir / "stdout.log")
-    shutil.copyfile(err_log, run_dir / "stderr.log")
-    if proc.returncode != 0:
+    try:
+        with out_log.open("a") as out, err_log.open("a") as err:
+            header = f"{_ATTEMPT_MARK} {_now()}: {' '.join(argv[1:])}\n"
+            for log in (out, err):
+                log.write(header)
+                log.flush()
+            returncode = run_process(
+                argv,
+                cwd=cwd,
+                env=trial_env(threads, payload.get("env")),
+                stdout=out,
+                stderr=err,
+                on_poll=stream,
+                poll_s=poll_s,
+                pid_file=pid_path(sweep_dir, trial.id),
+            )
+    finally:
+        _copy_logs(out_log, err_log, run_dir)
+    if returncode != 0:
         raise TrialFailedError(
-            f"trial {trial.id}: `mbrl train {trial.agent}` exited with status {proc.returncode} "
+            f"trial {trial.id}: `mbrl train {trial.agent}` exited with status {returncode} "
             f"(log: {run_dir / 'stderr.log'})"
         )
     final = final_metrics(run_dir)
@@ -489,24 +699,66 @@ def _import_ray() -> Any:
 
 
 @contextmanager
-def _quiet_tune() -> Iterator[None]:
+def _scoped_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables of this process for the block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextmanager
+def _quiet_tune(env: Mapping[str, str] | None = None) -> Iterator[None]:
     """Tune's old console reporter (silent at verbose=0) and no tracebacks from its loggers: trial failures are
-    reported by the sweep's own lines and logs."""
-    saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    reported by the sweep's own lines and logs. ``env``: more variables set for the block."""
     loggers = [logging.getLogger(name) for name in ("ray", "ray.tune", "ray.train", "ray.air")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        yield
+        with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", **(env or {})}):
+            yield
     finally:
-        if saved_env is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _asha(scheduler: AshaSpec, sweep_dir: Path) -> Any:
+    """Tune's ``ASHAScheduler`` for the spec's ``scheduler`` that also writes the ``STOPPED`` marker of each trial
+    it stops (when it decides) and notes whether any result held its metric (``metric_seen``).
+
+    ``stop_last_trials=False``: reaching ``max_t`` stops no trial (its own budget ends it).
+    """
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class MarkingASHA(ASHAScheduler):
+        def __init__(self) -> None:
+            super().__init__(
+                time_attr=scheduler.time_attr,
+                metric=scheduler.metric,
+                mode=scheduler.mode,
+                max_t=scheduler.max_t,
+                grace_period=scheduler.grace_period,
+                reduction_factor=scheduler.reduction_factor,
+                brackets=scheduler.brackets,
+                stop_last_trials=False,
+            )
+            self.metric_seen = False
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            self.metric_seen = self.metric_seen or scheduler.metric in result
+            if decision == TrialScheduler.STOP:
+                mark_stopped(sweep_dir, _tune_trial_name(trial), scheduler, result)
+            return str(decision)
+
+    return MarkingASHA()
 
 
 def _progress_callback(tune: Any, out: TextIO, metric: str | None, sweep_dir: Path) -> Any:
@@ -532,6 +784,10 @@ def _progress_callback(tune: Any, out: TextIO, metric: str | None, sweep_dir: Pa
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             tid = _tune_trial_name(trial)
+            stopped = read_stopped(sweep_dir, tid)
+            if stopped is not None and read_done(sweep_dir, tid) is None:
+                self._say(f"stopped {tid} early at {_stop_point(stopped)} ({self._elapsed(tid)})")
+                return
             shown = headline(trial.last_result or {}, metric)
             self._say(" ".join(part for part in ("done  ", tid, shown, f"({self._elapsed(tid)})") if part))
 
@@ -550,6 +806,16 @@ def _progress_callback(tune: Any, out: TextIO, metric: str | None, sweep_dir: Pa
             )
 
     return Progress()
+
+
+def _stop_point(marker: Mapping[str, Any]) -> str:
+    """``"step 100: eval/return_mean=6 (asha)"`` from a ``STOPPED`` marker."""
+    at = (
+        f"step {marker['step']:g}"
+        if marker.get("step") is not None
+        else f"{marker['time_attr']} {marker['time']:g}"
+    )
+    return f"{at}: {marker['metric']}={marker['value']:.4g} ({marker['scheduler']})"
 
 
 def trial_log(sweep_dir: Path, trial_id: str) -> Path:
@@ -596,7 +862,7 @@ def run_sweep(
         out: Where progress lines go (default stdout).
 
     Returns:
-        What was skipped, finished and failed.
+        What was skipped, finished, stopped early and failed.
 
     Raises:
         CommandError: Ray is not installed.
@@ -616,16 +882,21 @@ def run_sweep(
     trials = spec.trials()
     check_sweep_dir(sweep_dir, trials, resume=resume)
     write_sweep_json(sweep_dir, spec, trials)
-    skipped = tuple(t.id for t in trials if read_done(sweep_dir, t.id) is not None)
+    done_before = [t.id for t in trials if read_done(sweep_dir, t.id) is not None]
+    stopped_before = [
+        t.id for t in trials if t.id not in done_before and read_stopped(sweep_dir, t.id) is not None
+    ]
+    skipped = tuple(t.id for t in trials if t.id in {*done_before, *stopped_before})
     todo = [t for t in trials if t.id not in skipped]
+    stopped_note = f", {len(stopped_before)} stopped early" if stopped_before else ""
     print(
-        f"[sweep] {spec.name}: {len(trials)} trials, {len(skipped)} already finished, {len(todo)} to run "
-        f"-> {_rel(sweep_dir)}",
+        f"[sweep] {spec.name}: {len(trials)} trials, {len(done_before)} already finished{stopped_note}, "
+        f"{len(todo)} to run -> {_rel(sweep_dir)}",
         file=out,
         flush=True,
     )
     if not todo:
-        return _finish(sweep_dir, spec, len(trials), skipped, (), (), out, 0.0, ())
+        return _finish(SweepSummary(sweep_dir, len(trials), skipped, (), (), {}), spec.name, out, 0.0)
 
     start = time.monotonic()
     own = not ray.is_initialized()
@@ -665,7 +936,9 @@ def run_sweep(
         trainable = tune.with_resources(
             tune.with_parameters(_trial_trainable, payloads=payloads), {"cpu": threads_per_trial}
         )
-        with _quiet_tune():
+        scheduler = _asha(spec.scheduler, sweep_dir) if spec.scheduler is not None else None
+        # Most rows lack the scheduler's metric (it is in the evaluation rows): Tune must not reject them.
+        with _quiet_tune({"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"} if scheduler is not None else None):
             tuner = tune.Tuner(
                 trainable,
                 param_space={"trial_id": tune.grid_search([t.id for t in todo])},
@@ -674,6 +947,7 @@ def run_sweep(
                     reuse_actors=True,
                     trial_name_creator=_tune_trial_name,
                     trial_dirname_creator=_tune_trial_name,
+                    scheduler=scheduler,
                 ),
                 run_config=tune.RunConfig(
                     name=f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}",
@@ -689,53 +963,61 @@ def run_sweep(
             result = results[i]
             if result.error is not None and result.config:
                 errored.add(str(result.config["trial_id"]))
+        for trial in todo:
+            if read_done(sweep_dir, trial.id) is None and read_stopped(sweep_dir, trial.id) is not None:
+                settle_stopped_trial(sweep_dir, trial.id)
     finally:
         if own:
             ray.shutdown()
-    # The DONE markers are the record (written by the trials themselves); Tune tells failed from interrupted.
+    # The markers are the record (DONE written by the trials, STOPPED by the scheduler); Tune tells failed from
+    # interrupted.
     finished = tuple(t.id for t in todo if read_done(sweep_dir, t.id) is not None)
-    failed = tuple(t.id for t in todo if t.id not in finished and t.id in errored)
-    unfinished = tuple(t.id for t in todo if t.id not in finished and t.id not in errored)
-    return _finish(
-        sweep_dir, spec, len(trials), skipped, finished, failed, out, time.monotonic() - start, unfinished
-    )
-
-
-def _finish(
-    sweep_dir: Path,
-    spec: SweepSpec,
-    total: int,
-    skipped: tuple[str, ...],
-    finished: tuple[str, ...],
-    failed: tuple[str, ...],
-    out: TextIO,
-    wall_s: float,
-    unfinished: tuple[str, ...],
-) -> SweepSummary:
+    stopped = tuple(t.id for t in todo if t.id not in finished and read_stopped(sweep_dir, t.id) is not None)
+    ended = {*finished, *stopped}
+    failed = tuple(t.id for t in todo if t.id not in ended and t.id in errored)
+    unfinished = tuple(t.id for t in todo if t.id not in ended and t.id not in errored)
+    if scheduler is not None and finished and not scheduler.metric_seen:
+        print(
+            f"[sweep] warning: no trial reported {scheduler.metric!r}, the scheduler's metric, so it stopped none; "
+            f"is it a column of the trials' progress.csv?",
+            file=out,
+            flush=True,
+        )
     logs = {tid: tail_lines(trial_log(sweep_dir, tid)) for tid in failed}
-    summary = SweepSummary(sweep_dir, total, skipped, finished, failed, logs, unfinished)
+    summary = SweepSummary(sweep_dir, len(trials), skipped, finished, failed, logs, unfinished, stopped)
+    return _finish(summary, spec.name, out, time.monotonic() - start)
+
+
+def _finish(summary: SweepSummary, name: str, out: TextIO, wall_s: float) -> SweepSummary:
+    """Write ``summary.json`` and print the closing lines (and the failed trials' last log lines)."""
+    sweep_dir = summary.sweep_dir
     write_json_atomic(
         sweep_dir / SUMMARY_JSON,
         {
-            "name": spec.name,
-            "finished": list(finished),
-            "skipped": list(skipped),
-            "failed": list(failed),
-            "unfinished": list(unfinished),
+            "name": name,
+            "finished": list(summary.finished),
+            "stopped": list(summary.stopped),
+            "skipped": list(summary.skipped),
+            "failed": list(summary.failed),
+            "unfinished": list(summary.unfinished),
             "wall_s": round(wall_s, 1),
             "updated": _now(),
         },
     )
-    stopped = f", {len(unfinished)} interrupted (re-run to continue)" if unfinished else ""
+    stopped = f"{len(summary.stopped)} stopped early, " if summary.stopped else ""
+    interrupted = (
+        f", {len(summary.unfinished)} interrupted (re-run to continue)" if summary.unfinished else ""
+    )
     print(
-        f"[sweep] {spec.name}: {len(finished)} finished, {len(failed)} failed{stopped}, {len(skipped)} skipped "
-        f"(already finished) in {wall_s:.0f} s; report: mbrl report {_rel(sweep_dir)}",
+        f"[sweep] {name}: {len(summary.finished)} finished, {stopped}{len(summary.failed)} failed{interrupted}, "
+        f"{len(summary.skipped)} skipped (already finished or stopped) in {wall_s:.0f} s; "
+        f"report: mbrl report {_rel(sweep_dir)}",
         file=out,
         flush=True,
     )
-    for tid in failed:
+    for tid in summary.failed:
         print(f"[sweep] FAILED {tid}; last lines of {_rel(trial_log(sweep_dir, tid))}:", file=out)
-        for line in (logs[tid] or "(empty)").splitlines():
+        for line in (summary.failure_logs[tid] or "(empty)").splitlines():
             print(f"    {line}", file=out)
     out.flush()
     return summary

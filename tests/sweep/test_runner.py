@@ -1,26 +1,37 @@
 """Runner pieces that need no Ray: the missing-Ray error, concurrency, CSV tailing, final metrics, sweep-dir
-checks, argv/env of a trial, log tails."""
+checks, argv/env of a trial, log tails, ending a stopped trial's run, STOPPED markers."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mbrl.cli import main as cli_main
+from mbrl.run import write_json_atomic
 from mbrl.sweep.runner import (
     THREAD_VARS,
     CsvTail,
     check_sweep_dir,
     final_metrics,
+    mark_stopped,
+    pid_path,
     plan_concurrency,
+    read_stopped,
+    run_process,
+    settle_stopped_trial,
     tail_lines,
     trial_argv,
     trial_env,
     write_sweep_json,
 )
-from mbrl.sweep.spec import parse_spec
+from mbrl.sweep.spec import AshaSpec, parse_spec
 
 SPEC = "name: ip\nagents: [sac]\nenvs: [InvertedPendulum-v5]\nseeds: 2\nargs: {total-steps: 100}\n"
 
@@ -134,12 +145,16 @@ def test_trial_argv_and_env(tmp_path: Path) -> None:
         "3",
         "--resume",
     ]
-    (bc,) = parse_spec({"name": "b", "agents": ["bc"], "datasets": ["d.npz"], "seeds": [0]}).trials()
-    assert "--threads" not in trial_argv(bc, tmp_path, threads=3, resume=False)
+    (idm,) = parse_spec({"name": "b", "agents": ["idm-label"], "datasets": ["d.npz"], "seeds": [0]}).trials()
+    assert "--threads" not in trial_argv(idm, tmp_path, threads=3, resume=False)  # idm-label has no --threads
     (own,) = parse_spec(
         {"name": "a", "agents": ["sac"], "envs": ["Pendulum-v1"], "seeds": [0], "args": {"threads": 2}}
     ).trials()
     assert trial_argv(own, tmp_path, threads=3, resume=False).count("--threads") == 1
+    (spelled,) = parse_spec(
+        {"name": "a", "agents": ["sac"], "envs": ["Pendulum-v1"], "seeds": [0], "args": {"num-threads": 2}}
+    ).trials()
+    assert "--threads" not in trial_argv(spelled, tmp_path, threads=3, resume=False)
     env = trial_env(3, {"MINARI_DATASETS_PATH": "/data"})
     assert [env[v] for v in THREAD_VARS] == ["3", "3", "3"] and env["MINARI_DATASETS_PATH"] == "/data"
 
@@ -153,3 +168,97 @@ def test_tail_lines_shows_the_last_attempt(tmp_path: Path) -> None:
     )
     assert tail_lines(log, 3) == "l17\nl18\nl19"
     assert "old error" not in tail_lines(log, 50)
+
+
+_CHILD = """
+import os, signal, sys, time
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open(sys.argv[2], "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"), [("polite", "SIGTERM"), ("stubborn", "SIGKILL (0.5 s after SIGTERM)")]
+)
+def test_a_stopped_trial_ends_its_run_with_sigterm_then_sigkill(tmp_path: Path, kind: str, how: str) -> None:
+    pid_file = tmp_path / "pid"
+
+    def on_poll() -> None:  # Tune stopping the trial: its next report raises SystemExit
+        if pid_file.is_file() and pid_file.read_text():
+            raise SystemExit(0)
+
+    start = time.monotonic()
+    with (
+        (tmp_path / "out.log").open("a") as out,
+        (tmp_path / "err.log").open("a") as err,
+        pytest.raises(SystemExit),
+    ):
+        run_process(
+            [sys.executable, "-c", _CHILD, kind, str(pid_file)],
+            cwd=tmp_path,
+            env=os.environ,
+            stdout=out,
+            stderr=err,
+            on_poll=on_poll,
+            poll_s=0.05,
+            terminate_timeout_s=0.5,
+        )
+    assert time.monotonic() - start < 30
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # gone (and reaped)
+    assert f"its run was ended with {how}" in (tmp_path / "err.log").read_text()
+
+
+def test_run_process_returns_the_exit_status_after_a_last_poll(tmp_path: Path) -> None:
+    polls: list[int] = []
+    with (tmp_path / "out.log").open("a") as out:
+        code = run_process(
+            [sys.executable, "-c", "raise SystemExit(3)"],
+            cwd=tmp_path,
+            env=os.environ,
+            stdout=out,
+            stderr=out,
+            on_poll=lambda: polls.append(1),
+            poll_s=0.05,
+        )
+    assert code == 3 and polls  # polled once more after the exit (rows written just before it)
+
+
+def test_stopped_marker_is_written_unless_the_trial_finished(tmp_path: Path) -> None:
+    asha = AshaSpec("eval/return_mean", "max", 100, 300)
+    row = {"step": 100.0, "eval/return_mean": 6.0, "train/loss": 0.1}
+    assert read_stopped(tmp_path, "a") is None
+    assert mark_stopped(tmp_path, "a", asha, row) == tmp_path / "trials" / "a" / "STOPPED"
+    marker = read_stopped(tmp_path, "a")
+    assert marker is not None
+    assert {k: marker[k] for k in ("metric", "mode", "value", "step", "time_attr", "time")} == {
+        "metric": "eval/return_mean",
+        "mode": "max",
+        "value": 6.0,
+        "step": 100.0,
+        "time_attr": "step",
+        "time": 100.0,
+    }
+    (tmp_path / "trials" / "b").mkdir(parents=True)
+    write_json_atomic(tmp_path / "trials" / "b" / "DONE", {"final": {}})
+    assert mark_stopped(tmp_path, "b", asha, row) is None and read_stopped(tmp_path, "b") is None
+
+
+def test_settle_ends_a_stopped_run_its_trainable_left_behind(tmp_path: Path) -> None:
+    """Tune ended the trainable's actor before the trainable ended the run: the driver ends it (it runs here)."""
+    run_dir = tmp_path / "trials" / "t"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "logs").mkdir()
+    for name in ("t.stdout.log", "t.stderr.log"):
+        (tmp_path / "logs" / name).write_text("=== mbrl sweep attempt\n")
+    script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint(flush=True)\ntime.sleep(60)"
+    orphan = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE)
+    assert orphan.stdout is not None and orphan.stdout.readline()  # SIGTERM is ignored from here on
+    write_json_atomic(pid_path(tmp_path, "t"), {"pid": orphan.pid, "host": socket.gethostname()})
+    settle_stopped_trial(tmp_path, "t", grace_s=0.1, terminate_timeout_s=0.3)
+    assert orphan.wait(timeout=10) == -signal.SIGKILL
+    assert not pid_path(tmp_path, "t").exists()
+    assert "the driver ended its run with SIGKILL" in (run_dir / "stderr.log").read_text()
+    assert (run_dir / "stdout.log").is_file()

@@ -1,6 +1,7 @@
 """End to end on a local Ray instance: a 2x2 sweep of real `mbrl train bc` runs (grid updates [20, 40] x seeds
 [0, 1]) on a tiny InvertedPendulum dataset; `report` gives 2 rows of n = 2; a re-run with resume starts
-nothing; a failing trial is retried, reported and does not stop the other one.
+nothing; a failing trial is retried, reported and does not stop the other one; ASHA stops the worse of two tiny
+Dyna runs early, and the sweep, its summary, `report` and a re-run treat it as stopped.
 
 One Ray instance and one sweep run are shared by the module (Ray starts in seconds, each run takes a few)."""
 
@@ -20,7 +21,7 @@ from envs import make_env
 from mbrl.data import OfflineDataset, save_npz
 from mbrl.logging import read_csv
 from mbrl.sweep.report import write_report
-from mbrl.sweep.runner import SweepSummary, read_done, run_sweep
+from mbrl.sweep.runner import SweepSummary, read_done, read_stopped, run_sweep
 from mbrl.sweep.spec import SweepSpec, parse_spec
 
 ray = pytest.importorskip("ray")
@@ -161,3 +162,65 @@ def test_failing_trial_is_retried_and_reported_without_stopping_the_other(
     assert f"retry  {bad}" in text and f"FAILED {bad} after 2 attempts" in text and f"done   {good}" in text
     saved = json.loads((tmp_path / "sw" / "summary.json").read_text())
     assert saved["failed"] == [bad] and saved["finished"] == [good]
+
+
+def _running(run_dir: Path) -> list[int]:
+    """Pids of live processes whose command line names ``run_dir``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(run_dir).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_asha_stops_the_worse_trial_early_and_the_sweep_and_report_say_so(
+    ray_instance: None, tmp_path: Path
+) -> None:
+    """Two Dyna trials of 300 env steps, one after the other. Before SAC starts (~500 steps) a run acts at random
+    and its deterministic policy is untrained, so each seed's evaluation return is the same at every step (11.4
+    for seed 0, 6 for seed 1). ASHA's first rung is step 100: seed 0 records 11.4 there, then seed 1's 6 is below
+    that and ASHA stops it."""
+    spec = parse_spec(
+        {
+            "name": "asha-tiny",
+            "agents": ["dyna"],
+            "envs": [ENV],
+            "seeds": [0, 1],
+            "args": {"total-steps": 300, "eval-every": 100, "checkpoint-every": 100},
+            "metric": "eval/return_mean",
+            "scheduler": {
+                "type": "asha",
+                "mode": "max",
+                "grace_period": 100,
+                "max_t": 300,
+                "reduction_factor": 2,
+            },
+        }
+    )
+    first, second = (t.id for t in spec.trials())
+    directory = tmp_path / "asha"
+    out = io.StringIO()
+    summary = run_sweep(spec, directory, max_concurrent=1, max_retries=0, poll_s=0.2, out=out)
+    text = out.getvalue()
+    assert summary.finished == (first,) and summary.stopped == (second,) and summary.ok, text
+    done, marker = read_done(directory, first), read_stopped(directory, second)
+    assert done is not None and marker is not None and read_done(directory, second) is None
+    assert marker["step"] == 100 and marker["value"] < done["final"]["eval/return_mean"]
+    assert f"stopped {second} early at step 100: eval/return_mean=" in text
+    assert "1 finished, 1 stopped early, 0 failed" in text and "warning" not in text
+    assert not _running(directory / "trials" / second)  # its run was ended (or had ended)
+    assert (directory / "trials" / second / "stderr.log").is_file()
+    assert json.loads((directory / "summary.json").read_text())["stopped"] == [second]
+    # `mbrl report`: the stopped seed is counted as stopped, neither failed nor aggregated.
+    result = write_report(directory)
+    (row,) = result["rows"]
+    assert (row.seeds, row.failed, row.stopped) == ((0,), 0, 1)
+    assert result["table"].splitlines()[0].endswith("| n | failed | stopped |")
+    # A re-run skips the stopped trial rather than resuming it.
+    out = io.StringIO()
+    again = run_sweep(spec, directory, poll_s=0.2, out=out)
+    assert again.skipped == (first, second) and again.finished == again.stopped == ()
+    assert "1 already finished, 1 stopped early, 0 to run" in out.getvalue()
