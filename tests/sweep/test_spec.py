@@ -90,7 +90,7 @@ def test_cli_args_of_each_value_kind() -> None:
     spec = parse_spec(_spec(agents=["sac"], seeds=[4], args={"total_steps": 10, "sac.use_bf16": True}))
     (trial,) = spec.trials()
     assert trial.args == ("--env", "InvertedPendulum-v5", "--seed", "4", "--total-steps", "10", "--sac.use-bf16")
-    with pytest.raises(ValueError, match="has no --sac.learning-rate"):  # config paths are checked too
+    with pytest.raises(ValueError, match=r"has no --sac\.learning-rate"):  # config paths are checked too
         parse_spec(_spec(agents=["sac"], args={"sac.learning_rate": 1e-3})).trials()
 
 
