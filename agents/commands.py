@@ -13,7 +13,7 @@ import numpy as np
 
 from agents.dyna import DynaAgent, DynaConfig, cpu_preset, dyna_preset, sac_preset
 from mbrl.cli import ConfigCommand, RunOptions
-from mbrl.logging import Logger, plot_run
+from mbrl.logging import Logger, plot_run, write_tensorboard_video
 from mbrl.rl.runtime import tune_allocator
 from mbrl.run import RunDir, check_run_dir, prepare_run_dir
 from mbrl.types import Metrics
@@ -181,7 +181,8 @@ def eval_run(
 
 
 def record_video(run: RunDir, episodes: int, seed: int) -> Path:
-    """``RUN_DIR/videos/eval.mp4`` of the run's deterministic policy (``episodes`` episodes from ``seed``)."""
+    """``RUN_DIR/videos/eval.mp4`` of the run's deterministic policy (``episodes`` episodes from ``seed``), also
+    added to the run's TensorBoard events as ``eval/video`` (an animated GIF, IMAGES tab) at the run's last step."""
     from agents.loading import load
     from envs import make_env
     from mbrl.evaluation import record_episodes, write_mp4
@@ -196,6 +197,8 @@ def record_video(run: RunDir, episodes: int, seed: int) -> Path:
         fps = int(env.metadata.get("render_fps", 30))
     finally:
         env.close()
+    step = int(getattr(loaded.agent, "step", None) or getattr(loaded.agent, "num_updates", 0))
+    write_tensorboard_video(run.path, "eval/video", frames, fps, step)
     return write_mp4(frames, run.path / "videos" / "eval.mp4", fps)
 
 

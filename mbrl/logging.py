@@ -558,3 +558,38 @@ def plot_command(
     for path in plot_run(run_dir, keys=keys or None):
         print(path)
     return 0
+
+
+def write_tensorboard_video(
+    run_dir: str | Path, tag: str, frames: list[np.ndarray], fps: int, step: int, *, max_side: int = 160,
+    max_frames: int = 300,
+) -> None:
+    """Add ``frames`` to ``run_dir``'s TensorBoard events as an animated GIF under ``tag`` (IMAGES tab), the way
+    ``SummaryWriter.add_video`` stores a video, encoded with Pillow instead of moviepy.
+
+    Frames are shrunk to at most ``max_side`` pixels per side and thinned to at most ``max_frames`` (the GIF's
+    frame time keeps the real-time speed), so an events file stays small.
+    """
+    from io import BytesIO
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    if not frames:
+        raise ValueError("write_tensorboard_video: no frames")
+    every = max(1, -(-len(frames) // max_frames))
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames[::every]]
+    scale = min(1.0, max_side / max(images[0].size))
+    size = (max(1, round(images[0].width * scale)), max(1, round(images[0].height * scale)))
+    images = [im.resize(size) for im in images]
+    buffer = BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=max(20, round(1000 * every / fps)))
+    image = Summary.Image(height=size[1], width=size[0], colorspace=3, encoded_image_string=buffer.getvalue())
+    writer = SummaryWriter(log_dir=str(run_dir))
+    try:
+        writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), global_step=step)
+    finally:
+        writer.close()
+

@@ -103,3 +103,12 @@ def test_eval_video_writes_a_playable_mp4(hopper_file: str, tmp_path: Path) -> N
     assert meta["fps"] == env.metadata["render_fps"]
     length = mbrl.load(run).agent.evaluate(1, seed=12345)["eval/length_mean"]
     assert len(frames) == int(length) + 1
+    # ... and the same episode in TensorBoard: an animated GIF under eval/video at the run's last update
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    (image,) = events.Images("eval/video")
+    gif = Image.open(__import__("io").BytesIO(image.encoded_image_string))
+    assert gif.format == "GIF" and gif.n_frames == len(frames) and image.step == mbrl.load(run).agent.num_updates
+    assert (image.width, image.height) == (160, 120)
