@@ -589,7 +589,9 @@ def write_tensorboard_video(
     image = Summary.Image(height=size[1], width=size[0], colorspace=3, encoded_image_string=buffer.getvalue())
     writer = SummaryWriter(log_dir=str(run_dir))
     try:
-        writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), global_step=step)
+        file_writer = writer.file_writer
+        assert file_writer is not None  # SummaryWriter opens it in __init__
+        file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), global_step=step)
     finally:
         writer.close()
 
