@@ -197,7 +197,7 @@ def record_video(run: RunDir, episodes: int, seed: int) -> Path:
         fps = int(env.metadata.get("render_fps", 30))
     finally:
         env.close()
-    step: int = getattr(loaded.agent, "step", None) or getattr(loaded.agent, "num_updates", 0)
+    step = int(getattr(loaded.agent, "step", 0) or getattr(loaded.agent, "num_updates", 0))
     write_tensorboard_video(run.path, "eval/video", frames, fps, step)
     return write_mp4(frames, run.path / "videos" / "eval.mp4", fps)
 
