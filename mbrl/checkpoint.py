@@ -20,10 +20,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mbrl.utils import atomic_write
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -160,20 +160,6 @@ def _decode(value: Any) -> Any:
 # Save / load
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     path: Path | str,
     *,
@@ -212,23 +198,14 @@ def save_checkpoint(
 
 
 def atomic_torch_save(payload: Any, path: Path | str) -> Path:
-    """``torch.save(payload)`` to a temp file beside ``path``, fsync, then ``os.replace`` onto it: a reader sees
-    the old file or the new one, never half of one. Creates the parent directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """``torch.save(payload)`` with :func:`mbrl.utils.atomic_write`: a reader sees the old file or the new one,
+    never half of one. Creates the parent directory."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

@@ -9,6 +9,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from mbrl.utils import atomic_write
+
 # D4RL's published reference returns (random policy, expert policy), from d4rl/infos.py.
 D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "halfcheetah": (-280.178953, 12135.0),
@@ -136,10 +138,5 @@ def write_mp4(frames: list[np.ndarray], path: str | Path, fps: int) -> Path:
     """Write ``frames`` as an H.264 MP4 (imageio + its bundled ffmpeg), atomically (temp file, then rename)."""
     import imageio.v2 as imageio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)  # type: ignore[arg-type]
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1))  # type: ignore[arg-type]
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Annotated, Any, SupportsFloat, TextIO
 
 import numpy as np
 import tyro
+
+from mbrl.utils import atomic_write
 
 NAMESPACES: tuple[str, ...] = ("train", "eval", "model", "rollout", "time")
 """The toolkit's own key prefixes (``docs/metrics.md``); any other namespace is accepted too."""
@@ -70,18 +70,16 @@ def _format_duration(seconds: float) -> str:
 
 
 def _atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Mapping[str, str]]) -> None:
-    """Write a whole CSV to a temp file beside ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+    """Write a whole CSV with :func:`mbrl.utils.atomic_write`."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(header), restval="")
             writer.writeheader()
             for row in rows:
                 writer.writerow(row)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

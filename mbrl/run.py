@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Collection, Mapping
@@ -42,6 +40,7 @@ from mbrl.checkpoint import (
     load_checkpoint,
 )
 from mbrl.logging import CSV_NAME
+from mbrl.utils import atomic_write
 
 CONFIG_NAME = "config.json"
 PLOTS_DIR = "plots"
@@ -136,19 +135,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def write_json_atomic(path: Path | str, data: Any) -> Path:
     """Write JSON to a temp file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(data, indent=2) + "\n"  # serialised first: a value JSON cannot hold leaves path untouched
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

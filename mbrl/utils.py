@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import random
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +43,42 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Write a file so that a reader (or a crash) sees the old file or the new one, never half of one.
+
+    ``write(tmp)`` writes a temp file beside ``path`` (same folder, same suffix, so writers that pick a format
+    by it still do); the temp file is fsynced and renamed over ``path`` (``os.replace``), then the folder is
+    fsynced so the rename survives a power cut. On any error the temp file is removed and ``path`` is untouched.
+    Creates the parent folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or folder where the platform allows it (a folder cannot be opened on every platform)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+

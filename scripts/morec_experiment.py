@@ -70,6 +70,7 @@ from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.models.morec import RewardConsistentFilter
 from mbrl.models.protocol import WorldModel
+from mbrl.run import write_json_atomic
 
 VARIANTS = ("ensemble", "ensemble_mean", "filter_select")
 
@@ -88,9 +89,7 @@ def _write(out: Path, results: dict[str, Any]) -> None:
             return [clean(v) for v in x]
         return x
 
-    tmp = out / "morec.json.tmp"
-    tmp.write_text(json.dumps(clean(results), indent=2))
-    tmp.replace(out / "morec.json")
+    write_json_atomic(out / "morec.json", clean(results))
 
 
 # ------------------------------------------------------------------------------------------------ models

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 
 from mbrl.data.dataset import OfflineDataset
 from mbrl.types import TransitionBatch
+from mbrl.utils import atomic_write
 
 _DATA_KEYS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
@@ -217,14 +217,12 @@ class ReplayBuffer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.asarray(v) for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a file object: np.savez would append ".npz" to a path without it
                 np.savez(f, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], rng: np.random.Generator) -> ReplayBuffer:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from mbrl.data.validate import (
     is_registered_env,
     raise_problems,
 )
+from mbrl.utils import atomic_write
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 NPZ_SUFFIXES = (".npz",)
@@ -246,20 +246,6 @@ def _read_hdf5(path: Path) -> OfflineDataset:
     )
 
 
-def _atomic_file(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temp file next to ``path``, then rename it onto ``path`` (nothing half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _arrays_of(ds: OfflineDataset) -> dict[str, np.ndarray]:
     arrays = {
         "observations": ds.observations,
@@ -297,7 +283,7 @@ def save_hdf5(ds: OfflineDataset, path: str | os.PathLike[str]) -> None:
             group.attrs["action_free"] = not ds.has_actions
             group.attrs["metadata_json"] = meta_json
 
-    _atomic_file(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 # -------------------------------------------------------------------------------------------------- npz
@@ -376,7 +362,7 @@ def save_npz(ds: OfflineDataset, path: str | os.PathLike[str]) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
             np.savez(f, **arrays)  # type: ignore[arg-type]
 
-    _atomic_file(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 # ----------------------------------------------------------------------------------------------- Minari
