@@ -134,36 +134,35 @@ def _config_type(module: str, name: str) -> type:
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
-TRAIN_RAVL = ConfigCommand(
-    name="ravl",
-    description=(
-        "Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset "
-        "(.hdf5 / .npz path or local Minari id). paper: the released values, 3M updates; cpu: 50k updates, "
-        "5k rollouts per epoch, bf16."
-    ),
-    config_type=_config_type("agents.ravl", "RAVLConfig"),
-    target="dataset",
-    target_path="loop.dataset",
-    preset=_ravl_config,
-    run=_run_model_based("ravl"),
-    options=ModelOptions,
-    stored_extras=("algo", "model_dir"),
+def _model_based_command(algo: str, description: str, preset: Callable[[str, str, object], Any]) -> ConfigCommand:
+    """``mbrl train ravl|mopo``: a :class:`RAVLConfig` command with ``--model-dir``."""
+    return ConfigCommand(
+        name=algo,
+        description=description,
+        config_type=_config_type("agents.ravl", "RAVLConfig"),
+        target="dataset",
+        target_path="loop.dataset",
+        preset=preset,
+        run=_run_model_based(algo),
+        options=ModelOptions,
+        stored_extras=("algo", "model_dir"),
+    )
+
+
+TRAIN_RAVL = _model_based_command(
+    "ravl",
+    "Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset (.hdf5 / .npz "
+    "path or local Minari id). paper: the released values, 3M updates; cpu: 50k updates, 5k rollouts per epoch, "
+    "bf16.",
+    _ravl_config,
 )
 
-TRAIN_MOPO = ConfigCommand(
-    name="mopo",
-    description=(
-        "Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset (.hdf5 / .npz path or local "
-        "Minari id); lambda and h are MOPO's released values for the dataset named by its id or file name "
-        "(docs/presets.md). paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16."
-    ),
-    config_type=_config_type("agents.ravl", "RAVLConfig"),
-    target="dataset",
-    target_path="loop.dataset",
-    preset=_mopo_config,
-    run=_run_model_based("mopo"),
-    options=ModelOptions,
-    stored_extras=("algo", "model_dir"),
+TRAIN_MOPO = _model_based_command(
+    "mopo",
+    "Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset (.hdf5 / .npz path or local Minari "
+    "id); lambda and h are MOPO's released values for the dataset named by its id or file name (docs/presets.md). "
+    "paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16.",
+    _mopo_config,
 )
 
 TRAIN_BC = ConfigCommand(
