@@ -62,7 +62,7 @@ def run_online(
     start = agent.step if resumed else None
     if resumed:
         print(f"resumed {run.path} at step {agent.step}", file=sys.stderr)
-    desc = f"{'dyna' if config.use_model else 'sac'} {config.env_id}"
+    desc = f"{algo or ('dyna' if config.use_model else 'sac')} {config.env_id}"
     with Logger(run.path, total=config.total_steps, desc=desc, resume_step=start) as logger:
         logger.set_step(agent.step)
         result = agent.learn(logger)
