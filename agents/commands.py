@@ -13,7 +13,8 @@ import numpy as np
 
 from agents.dyna import DynaAgent, DynaConfig, cpu_preset, dyna_preset, sac_preset
 from mbrl.cli import ConfigCommand, RunOptions
-from mbrl.logging import Logger, plot_run, write_tensorboard_video
+from mbrl.logging import Logger, write_tensorboard_video
+from mbrl.plotting import plot_run
 from mbrl.rl.runtime import tune_allocator
 from mbrl.run import RunDir, check_run_dir, prepare_run_dir
 from mbrl.types import Metrics

@@ -39,7 +39,7 @@ COMMANDS: dict[str, dict[str, str] | str] = {
     "eval": "agents.commands:eval_run",
     "export": "agents.loading:export_command",
     "run-demo": "agents.commands:run_demo",
-    "plot": "mbrl.logging:plot_command",
+    "plot": "mbrl.plotting:plot_command",
     "sweep": "mbrl.sweep.runner:sweep_command",
     "report": "mbrl.sweep.report:report_command",
     "model": {

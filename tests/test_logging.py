@@ -12,7 +12,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mbrl.cli import main as cli_main
-from mbrl.logging import Logger, plot_run, read_csv
+from mbrl.logging import Logger, read_csv
+from mbrl.plotting import plot_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
