@@ -175,7 +175,7 @@ def train_idm_label(
     seed: int = 0,
     updates: int | None = None,
     eval_episodes: int | None = None,
-    env_id: str | None = None,
+    env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
     resume: bool = False,
     idm_checkpoint_every_s: float = 30.0,
 ) -> int:
@@ -283,7 +283,7 @@ def label_dataset(
     /,
     idm: Annotated[str, tyro.conf.arg(metavar="RUN_DIR")],
     relabel: bool = False,
-    env_id: str | None = None,
+    env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
 ) -> int:
     """Label an action-free dataset with a trained inverse dynamics model and write it (npz, hdf5 or Minari id).
 

@@ -62,7 +62,7 @@ class OfflineLoopConfig:
     """
 
     dataset: str = ""
-    env_id: str | None = None
+    env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None
     seed: int = 0
     updates: int = 10_000
     eval_every: int = 5_000
@@ -108,7 +108,7 @@ class OfflineAgent:
             raise ValueError(f"{self.dataset.source}: offline agents need a dataset with actions")
         env_id = loop.env_id or self.dataset.env_id
         if env_id is None:
-            raise ValueError(f"{self.dataset.source}: the dataset names no env; pass --env-id")
+            raise ValueError(f"{self.dataset.source}: the dataset names no env; pass --env")
         self.env_id: str = env_id
         self.eval_env = make_env(env_id)
         space = self.eval_env.action_space

@@ -172,6 +172,7 @@ class _Start:
     target: str | None
     file_fields: dict[str, Any]
     options: Any
+    device: str | None
 
 
 def _first_pass(command: ConfigCommand, args: list[str], prog: str) -> _Start:
@@ -182,6 +183,7 @@ def _first_pass(command: ConfigCommand, args: list[str], prog: str) -> _Start:
         [
             ("preset", typing.Literal[command.presets], dataclasses.field(default="cpu")),  # type: ignore[valid-type]
             ("config", str | None, dataclasses.field(default=None)),
+            ("device", str | None, dataclasses.field(default=None)),
             (command.target, str | None, dataclasses.field(default=None)),
             *[(n, t, dataclasses.field(default=f.default)) for n, t, f in _fields_of(command.options)],
         ],
@@ -195,7 +197,7 @@ def _first_pass(command: ConfigCommand, args: list[str], prog: str) -> _Start:
         options = command.options(**{n: getattr(parsed, n) for n, _, _ in _fields_of(command.options)})
     fields = read_config_file(parsed.config, command) if parsed.config is not None else {}
     target = getattr(parsed, command.target) or _path_value(fields, command.target_path) or command.default_target
-    return _Start(parsed.preset, target, fields, options)
+    return _Start(parsed.preset, target, fields, options, parsed.device)
 
 
 def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> int:
@@ -215,11 +217,14 @@ def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> in
             base = config_from_dict(command.config_type, _merged(config_to_dict(base), start.file_fields))
         except ValueError as exc:
             raise ValueError(f"--config: {exc}") from None
+    if start.device is not None:
+        base = with_device(base, start.device)
     wrapper = dataclasses.make_dataclass(
         "Args",
         [
             ("preset", typing.Literal[command.presets], dataclasses.field(default=start.preset)),  # type: ignore[valid-type]
             ("config", str | None, dataclasses.field(default=None)),
+            ("device", str | None, dataclasses.field(default=start.device)),
             *[(n, t, dataclasses.field(default=getattr(start.options, n))) for n, t, _ in _fields_of(command.options)],
             *[(n, t, dataclasses.field(default=f.default)) for n, t, f in _fields_of(RunOptions)],
             ("cfg", typing.Annotated[command.config_type, tyro.conf.arg(name="")], dataclasses.field(default=base)),
@@ -240,6 +245,18 @@ def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> in
     return command.run(parsed.cfg, run_options, start.options)
 
 
+def with_device(config: Any, device: str) -> Any:
+    """``config`` with every field named ``device`` (learner, ensemble, dynamics reward, ...) set to ``device``."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name == "device":
+            changes["device"] = device
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes[field.name] = with_device(value, device)
+    return dataclasses.replace(config, **changes)
+
+
 _WRAPPER_HELP = """
 
 Args:
@@ -248,6 +265,8 @@ Args:
     config: a YAML or JSON file of config fields (nested as in a run's config.json; a run directory means its
         config.json): they replace the preset's values, and flags replace theirs. A run's own config.json
         reproduces the run.
+    device: the device of every part that has one (cpu, cuda, auto = cuda when available); the per-part
+        flags (sac.device, ensemble.device, ...) override it.
 """
 
 
@@ -274,7 +293,7 @@ def config_flags(kind: type, prefix: str = "") -> list[str]:
 
 def command_flags(command: ConfigCommand) -> frozenset[str]:
     """Every flag of a config command: ``--preset``, ``--config``, its options, the run options, its config's."""
-    fixed = ["preset", "config", *(n.replace("_", "-") for n, _, _ in _fields_of(command.options))]
+    fixed = ["preset", "config", "device", *(n.replace("_", "-") for n, _, _ in _fields_of(command.options))]
     fixed += [n.replace("_", "-") for n, _, _ in _fields_of(RunOptions)]
     return frozenset(fixed + config_flags(command.config_type))
 

@@ -205,7 +205,7 @@ def rollout_error(
 
     env_id = args.env_id or test.env_id
     if env_id is None:
-        raise SystemExit("the dataset names no env; pass --env-id")
+        raise SystemExit("the dataset names no env; pass --env")
     assert test.actions is not None
     hs = sorted(set(args.horizons))
     t0 = _windows(test, hs[-1], args.max_windows)
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", help="dataset path or Minari id")
     parser.add_argument("--minari-root", default=None, help="where `mbrl dataset make --out-dir` wrote")
-    parser.add_argument("--env-id", default=None, help="env of the data when the file does not record it")
+    parser.add_argument("--env", dest="env_id", default=None, help="env of the data when the file does not record it")
     parser.add_argument("--out", default=None, help="output directory (default results/morec/<dataset tag>)")
     parser.add_argument("--model-dir", default=None, help="load model.pt + dynamics_reward.pt from here (default OUT/model, fitted if missing)")
     parser.add_argument("--seed", type=int, default=0, help="split, model and sampling seed")

@@ -61,7 +61,7 @@ def test_every_config_field_is_a_flag_in_the_help(algo: str, capsys: pytest.Capt
     missing = [f for f in flags if f"--{f} " not in text and f"--{f}," not in text]
     assert not missing
     assert command_info(algo).flags == command_flags(command)
-    for option in ("preset", "config", "run-dir", "resume", "overwrite"):
+    for option in ("preset", "config", "device", "run-dir", "resume", "overwrite"):
         assert f"--{option}" in text
 
 
@@ -166,3 +166,14 @@ def test_dyna_model_choice_sets_its_fields_and_flags_still_win() -> None:
     assert three.ensemble.num_members == 3
     assert (losse.model_kind, losse.model_training) == ("losse", "online")
     assert isinstance(losse, DynaConfig)
+
+
+def test_device_sets_every_part_and_part_flags_override_it() -> None:
+    command, seen = _capturing(TRAIN_RAVL)
+    data = ["--dataset", "mbrl/hopper/medium-v0"]
+    run_config_command(command, [*data, "--device", "auto"], "mbrl train ravl")
+    run_config_command(command, [*data, "--device", "auto", "--sac.device", "cpu"], "mbrl train ravl")
+    (every, _), (mixed, _) = seen
+    assert (every.sac.device, every.ensemble.device, every.morec.reward.device) == ("auto", "auto", "auto")
+    assert (mixed.sac.device, mixed.ensemble.device) == ("cpu", "auto")
+

@@ -12,9 +12,10 @@ import dataclasses
 import json as json_lib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, FitReport
@@ -144,7 +145,7 @@ def train_model(
     /,
     run_dir: str,
     *,
-    env_id: str | None = None,
+    env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
     ensemble: EnsembleConfig = EnsembleConfig(),  # noqa: B008 (frozen dataclass default, read by tyro)
     fit: FitConfig = FitConfig(),  # noqa: B008
     seed: int = 0,
@@ -189,7 +190,7 @@ def eval_model(
     /,
     dataset: str,
     *,
-    env_id: str | None = None,
+    env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
     horizons: tuple[int, ...] = (1, 5, 10, 20),
     max_windows: int = 1000,
     true_dynamics: bool = False,
@@ -237,7 +238,7 @@ def eval_model(
 
         eid = env_id or data.env_id
         if eid is None:
-            raise ValueError("--true-dynamics needs --env-id (the dataset does not record its env)")
+            raise ValueError("--true-dynamics needs --env (the dataset does not record its env)")
         ref_ks = k_step_error(model, data, horizons, max_windows=max_windows, reference=TrueDynamicsModel(eid))
         result["k_step_vs_true_dynamics"] = {"obs_mse": ref_ks.obs_mse, "nonfinite": ref_ks.nonfinite}
     if plot is not None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+import tyro
 
 from mbrl.models.dynamics_reward import DYNAMICS_REWARD_FILE, DynamicsReward, dynamics_reward_preset
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
@@ -125,7 +126,7 @@ def train_dynamics_reward_command(
     run_dir: str,
     seed: int = 0,
     preset: Literal["cpu", "quick"] = "cpu",
-    env_id: str | None = None,
+    env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
     iterations: int | None = None,
     shuffled_negatives: float = 0.0,
     threads: int = 1,

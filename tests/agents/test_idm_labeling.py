@@ -52,11 +52,11 @@ def test_action_free_files_load_and_agents_refuse_them(
             require_actions(ds, "ravl")
     # the offline agents themselves refuse too, as a one-line CLI error (exit 2)
     capsys.readouterr()
-    code = cli_main(["train", "bc", "--dataset", str(npz), "--run-dir", str(tmp_path / "bc"), "--env-id", ENV])
+    code = cli_main(["train", "bc", "--dataset", str(npz), "--run-dir", str(tmp_path / "bc"), "--env", ENV])
     err = capsys.readouterr().err
     assert code == 2 and "need a dataset with actions" in err and "Traceback" not in err
     # idm-label refuses a source with no labelled trajectory at all
-    code = cli_main(["train", "idm-label", "--dataset", str(npz), "--run-dir", str(tmp_path / "r"), "--env-id", ENV])
+    code = cli_main(["train", "idm-label", "--dataset", str(npz), "--run-dir", str(tmp_path / "r"), "--env", ENV])
     assert code == 2 and "needs some trajectories with actions" in capsys.readouterr().err
 
 

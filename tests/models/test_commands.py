@@ -23,7 +23,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = root / "cheetah.npz"
     save_npz(random_dataset("HalfCheetah-v5", 800, episode_len=100, seed=0), data)
     run_dir = root / "run"
-    assert main(["model", "train", str(data), "--run-dir", str(run_dir), "--env-id", "HalfCheetah-v5", *TINY]) == 0
+    assert main(["model", "train", str(data), "--run-dir", str(run_dir), "--env", "HalfCheetah-v5", *TINY]) == 0
     return data, run_dir
 
 
