@@ -91,6 +91,9 @@ class HyperCRLConfig:
             ``M`` = 50).
         holdout_every: every k-th transition of a task is held out for the model-error measurement.
         eval_episodes: evaluation episodes per (task, checkpoint).
+        eval_every: also evaluate the current task every this many of its env steps while it is learned, logged
+            as ``eval/return_task<i>`` (ours; 0 = only after each task, as the experiment runs it). Evaluations
+            plan with their own generator, so they do not change training.
         eval_seed: base seed of the evaluation episodes (episode ``e`` of task ``i`` uses ``eval_seed + 1000
             i + e``; identical for every method and after every task).
         planner: ``"mppi"`` or ``"cem"``.
@@ -115,6 +118,7 @@ class HyperCRLConfig:
     coreset_size: int = 50
     holdout_every: int = 5
     eval_episodes: int = 1
+    eval_every: int = 0
     eval_seed: int = 100_000
     planner: Literal["mppi", "cem"] = "mppi"
     mppi: MPPIConfig = field(
@@ -453,6 +457,9 @@ class HyperCRLAgent:
                 last_train = self.train_model()
                 if logger is not None:
                     logger.log({f"model/{k}": v for k, v in last_train.items()}, self.env_steps)
+            if logger is not None and cfg.eval_every and done_steps % cfg.eval_every == 0:
+                ret, mse = self.evaluate_task(task)
+                logger.log({f"eval/return_task{task}": ret, f"eval/model_mse_task{task}": mse}, self.env_steps)
             if logger is not None:
                 logger.advance(1)
         env.close()

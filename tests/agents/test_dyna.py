@@ -240,11 +240,21 @@ def test_run_demo_prints_one_line_and_draws_the_curve_with_references(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "demo"
-    assert main(["run-demo", "--run-dir", str(run), "--total-steps", "700"]) == 0
+    assert main(["run-demo", "--run-dir", str(run), "--total-steps", "300"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("Dyna on InvertedPendulum-v5 after 700 env steps: eval return ") and "demo.png" in last
+    assert last.startswith("MPC on a learned model, Pendulum-v1, after 300 env steps (") and "demo.png" in last
     png = run / "demo.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((run / "demo.json").read_text())
+    log = read_csv(run / "progress.csv")
+    evals = log["eval/return_task0"][np.isfinite(log["eval/return_task0"])]
+    assert evals.tolist() == [result["return"]] and log["step"][np.isfinite(log["eval/return_task0"])].tolist() == [250]
+    assert -2000 < result["random_return"] < -500  # the uniform-random reference on Pendulum-v1
+    assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+    # a finished demo is reported again, not recomputed
+    assert main(["run-demo", "--run-dir", str(run), "--total-steps", "300"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == last
+    assert len(read_csv(run / "progress.csv")["step"]) == len(log["step"])
 
 
 def test_a_run_without_run_dir_gets_a_new_one_each_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
