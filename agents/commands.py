@@ -239,7 +239,6 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
     from agents.hypercrl import HyperCRLAgent
     from mbrl.cli import clear_run_dir
     from mbrl.logging import read_csv
-
     from mbrl.utils import set_threads
 
     set_threads(1)  # small networks: one thread is the fast setting, and 2 collapse beside any other load
