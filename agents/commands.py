@@ -158,7 +158,12 @@ def eval_run(
     if not run.config_path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     stored = run.read_config()
-    if "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
+    if stored.get("algo") == "hypercrl":  # MPC on a learned model (mbrl run-demo)
+        from agents.loading import load
+
+        result = load(run_dir).agent.evaluate(episodes, seed=seed)
+        out = {k.removeprefix("eval/"): v for k, v in result.items()}
+    elif "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
         from agents.offline_commands import evaluate_run
 
         out = evaluate_run(run_dir, episodes, seed=seed)
@@ -191,6 +196,9 @@ def record_video(run: RunDir, episodes: int, seed: int) -> Path:
     if episodes < 1:
         raise ValueError(f"--video-episodes must be >= 1, got {episodes}")
     loaded = load(run.path)
+    if loaded.kind == "planning":
+        raise ValueError(f"--video: {run.path} is a planning run (MPC on a task family's env); only runs of a "
+                         "registered env (mbrl train ...) are rendered")
     env_id = getattr(loaded.agent, "env_id", None) or loaded.agent.config.env_id
     env = make_env(env_id, render_mode="rgb_array", width=320, height=240)
     try:
@@ -250,14 +258,14 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
         print(_demo_line(result, path / "demo.png"))
         return 0
     clear_run_dir(path)
-    run = prepare_run_dir(path, config, resume=False)
+    run = prepare_run_dir(path, {"algo": "hypercrl", **_asdict(config)}, resume=False)
     agent = HyperCRLAgent(config)
     start = time.perf_counter()
     with Logger(run.path, total=total_steps, desc=f"mpc {DEMO_TASK}") as logger:
         random_return = agent.random_return(0)
         agent.learn_task(0, logger)
     wall = time.perf_counter() - start
-    agent.save(run.checkpoints_dir / "final.pt")
+    agent.save(run.checkpoint_path(total_steps))  # `mbrl eval runs/demo` plans with it
     cols = read_csv(run.path)
     evals = cols["eval/return_task0"][np.isfinite(cols["eval/return_task0"])]
     result = {"return": float(evals[-1]), "random_return": random_return, "wall_s": wall, "steps": total_steps,

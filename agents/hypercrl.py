@@ -287,6 +287,7 @@ class HyperCRLAgent:
         self.rng = np.random.default_rng(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
         obs_dim, action_dim = self.family.obs_dim, self.family.action_dim
+        self.obs_dim, self.action_dim = obs_dim, action_dim
         model_gen = torch.Generator().manual_seed(config.seed + 1)
         self.model: HyperNetworkModel | MLPDynamicsModel
         if config.method == "hypercrl":
@@ -372,16 +373,38 @@ class HyperCRLAgent:
         return np.asarray(self.planner.plan(np.asarray(obs, dtype=np.float32)))
 
     def _episode_return(self, task: int, policy: Any, seed: int) -> float:
+        return self._episode(task, policy, seed)[0]
+
+    def _episode(self, task: int, policy: Any, seed: int) -> tuple[float, int]:
+        """``(return, length)`` of one episode of ``task`` under ``policy`` from ``reset(seed=seed)``."""
         env = make_task_env(self.config.family, task)
         obs, _ = env.reset(seed=seed)
-        total = 0.0
+        total, length = 0.0, 0
         while True:
             obs, reward, terminated, truncated, _ = env.step(policy(obs))
             total += float(reward)
+            length += 1
             if terminated or truncated:
                 break
         env.close()
-        return total
+        return total, length
+
+    def evaluate(self, episodes: int | None = None, *, seed: int | None = None) -> Metrics:
+        """Plan on the current task's model for ``episodes`` episodes (default ``eval_episodes``), episode ``e``
+        reset with ``seed + e`` (default: the task's evaluation seeds), with a planner of its own generator:
+        ``eval/return_mean``, ``eval/return_std``, ``eval/length_mean``, ``eval/episodes`` (as the other agents)."""
+        cfg, task = self.config, self.current_task
+        count = cfg.eval_episodes if episodes is None else episodes
+        first = cfg.eval_seed + 1000 * task if seed is None else seed
+        planner = self._make_planner(torch.Generator().manual_seed(cfg.eval_seed + task))
+        planner.set_model(self.task_model(task))
+        runs = []
+        for e in range(count):
+            planner.reset()
+            runs.append(self._episode(task, planner.plan, first + e))
+        returns = np.array([r for r, _ in runs])
+        return {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std()),
+                "eval/length_mean": float(np.mean([n for _, n in runs])), "eval/episodes": float(count)}
 
     def evaluate_task(self, task: int) -> tuple[float, float]:
         """``(mean return with the planner on task's model, one-step next_obs MSE on task's held-out data)``."""

@@ -25,9 +25,9 @@ class LoadedAgent:
     """A trained agent read back from its run directory.
 
     Attributes:
-        agent: the toolkit's agent object (``DynaAgent``, ``RAVLAgent``, ``BCAgent``).
-        kind: ``"online"`` or ``"offline"``.
-        algo: ``dyna``, ``sac``, ``ravl``, ``mopo`` or ``bc``.
+        agent: the toolkit's agent object (``DynaAgent``, ``RAVLAgent``, ``BCAgent``, ``HyperCRLAgent``).
+        kind: ``"online"``, ``"offline"`` or ``"planning"`` (MPC on a learned model: no policy network to export).
+        algo: ``dyna``, ``sac``, ``ravl``, ``mopo``, ``bc`` or ``hypercrl``.
         run_dir: where it came from.
     """
 
@@ -39,7 +39,10 @@ class LoadedAgent:
 
     @property
     def _learner(self) -> Any:
-        return getattr(self.agent, "sac", None) or self.agent.bc  # SAC (Dyna, RAVL, MOPO) or BC
+        learner = getattr(self.agent, "sac", None) or getattr(self.agent, "bc", None)  # SAC (Dyna, RAVL, MOPO) or BC
+        if learner is None:
+            raise ValueError(f"{self.run_dir}: a {self.algo} run plans with its model (MPC): it has no policy network")
+        return learner
 
     @property
     def actor(self) -> TanhGaussianActor:
@@ -48,7 +51,8 @@ class LoadedAgent:
 
     @property
     def obs_dim(self) -> int:
-        return int(self._learner.obs_dim)
+        own = getattr(self.agent, "obs_dim", None)  # a planning agent's; the learners carry theirs
+        return int(own if own is not None else self._learner.obs_dim)
 
     @property
     def action_scale(self) -> torch.Tensor:
@@ -67,7 +71,11 @@ class LoadedAgent:
         obs = np.asarray(obs, dtype=np.float32)
         if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
             raise ValueError(f"predict: obs must be [D] or [B, D] with D = {self.obs_dim}, got shape {obs.shape}")
-        action = np.asarray(self.agent.act(obs, deterministic=deterministic), dtype=np.float32)
+        if self.kind == "planning" and obs.ndim == 2:  # MPC plans one state at a time
+            action = np.stack([np.asarray(self.agent.act(o, deterministic=deterministic)) for o in obs])
+        else:
+            action = np.asarray(self.agent.act(obs, deterministic=deterministic))
+        action = action.astype(np.float32)
         return action.reshape((*obs.shape[:-1], action.shape[-1])), None
 
     def __repr__(self) -> str:
@@ -86,10 +94,30 @@ def load(run_dir: str | Path) -> LoadedAgent:
     if not run.config_path.is_file():
         raise FileNotFoundError(f"{run.config_path}: no such file (not a run directory)")
     stored = dict(run.read_config())
+    if stored.get("algo") == "hypercrl":
+        return LoadedAgent(load_planning_agent(run), "planning", "hypercrl", run.path)
     if "algo" in stored:
         return LoadedAgent(load_run_agent(run.path), "offline", str(stored["algo"]), run.path)
     agent = load_online_agent(run)
     return LoadedAgent(agent, "online", "dyna" if agent.config.use_model else "sac", run.path)
+
+
+def load_planning_agent(run: RunDir) -> Any:
+    """The ``HyperCRLAgent`` (MPC on a learned model) of a run such as ``mbrl run-demo``'s, at its latest
+    checkpoint, planning on the task it learned last.
+
+    Raises:
+        FileNotFoundError: the run has no checkpoint yet.
+    """
+    from agents.hypercrl import HyperCRLAgent, HyperCRLConfig
+
+    stored = {k: v for k, v in run.read_config().items() if k != "algo"}
+    agent = HyperCRLAgent(config_from_dict(HyperCRLConfig, stored))
+    path = run.latest_checkpoint()
+    if path is None:
+        raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to load")
+    agent.load(path)
+    return agent
 
 
 def load_online_agent(run: RunDir) -> Any:

@@ -255,6 +255,19 @@ def test_run_demo_prints_one_line_and_draws_the_curve_with_references(
     assert main(["run-demo", "--run-dir", str(run), "--total-steps", "300"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == last
     assert len(read_csv(run / "progress.csv")["step"]) == len(log["step"])
+    # the run loads like any other: the same evaluation from its checkpoint, and predict on one state or a batch
+    import mbrl
+
+    loaded = mbrl.load(run)
+    assert (loaded.kind, loaded.algo) == ("planning", "hypercrl")
+    assert loaded.agent.evaluate(3)["eval/return_mean"] == pytest.approx(result["return"], abs=1e-6)
+    obs = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.5]], dtype=np.float32)
+    action, _ = loaded.predict(obs)
+    assert action.shape == (2, 1) and np.all(np.abs(action) <= 2.0) and loaded.predict(obs[0])[0].shape == (1,)
+    assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 1
+    with pytest.raises(ValueError, match="no policy network"):
+        _ = loaded.actor
 
 
 def test_a_run_without_run_dir_gets_a_new_one_each_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
