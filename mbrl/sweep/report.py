@@ -44,7 +44,7 @@ import numpy as np
 import tyro
 
 from mbrl.logging import STEP_COLUMN, read_csv
-from mbrl.sweep.runner import read_done, read_stopped, read_sweep_json
+from mbrl.sweep.files import read_done, read_stopped, read_sweep_json
 from mbrl.sweep.spec import Trial, target_labels
 
 DEFAULT_METRICS = ("eval/normalized_score", "eval/return_mean")

@@ -46,51 +46,39 @@ Threads: every trial reserves ``--threads-per-trial`` CPUs in Ray, gets ``OMP_NU
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import tyro
 
 from mbrl.cli import CommandError
-from mbrl.logging import CSV_NAME, STEP_COLUMN, WALL_TIME_COLUMN, read_csv
 from mbrl.run import write_json_atomic
-from mbrl.sweep.spec import AshaSpec, SweepSpec, Trial, load_spec
+from mbrl.sweep.files import (
+    LOGS_DIR,
+    RAY_DIR,
+    SUMMARY_JSON,
+    TRIALS_DIR,
+    check_sweep_dir,
+    mark_stopped,
+    read_done,
+    read_stopped,
+    tail_lines,
+    utc_now,
+    write_sweep_json,
+)
+from mbrl.sweep.spec import AshaSpec, SweepSpec, load_spec
+from mbrl.sweep.trial import PASS_ENV, headline, settle_stopped_trial, trial_trainable, tune_trial_name
 
-SWEEP_JSON = "sweep.json"
-SUMMARY_JSON = "summary.json"
-DONE_NAME = "DONE"
-STOPPED_NAME = "STOPPED"
-TRIALS_DIR = "trials"
-LOGS_DIR = "logs"
-RAY_DIR = "ray"
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-PASS_ENV = ("MINARI_DATASETS_PATH", "MUJOCO_GL", "D4RL_DATASET_DIR")
-"""Environment variables of the driver handed to every trial (also on cluster nodes)."""
 INSTALL_HINT = "pip install 'mbrl-toolkit[sweep]'"
-TERMINATE_TIMEOUT_S = 10.0
-"""Seconds a stopped trial's run gets to exit after SIGTERM before SIGKILL."""
-_ATTEMPT_MARK = "=== mbrl sweep attempt"
-_TAIL_LINES = 15
-
-
-class TrialFailedError(RuntimeError):
-    """``mbrl train`` exited non-zero (raised inside the trainable so that Tune retries the trial)."""
 
 
 @dataclass(frozen=True)
@@ -123,549 +111,6 @@ class SweepSummary:
         """Every trial finished or was stopped early by the scheduler (none failed or was interrupted)."""
         return not self.failed and not self.unfinished
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Files of a sweep directory
-
-
-def done_path(sweep_dir: Path | str, trial_id: str) -> Path:
-    """``SWEEP_DIR/trials/<id>/DONE``."""
-    return Path(sweep_dir) / TRIALS_DIR / trial_id / DONE_NAME
-
-
-def read_done(sweep_dir: Path | str, trial_id: str) -> dict[str, Any] | None:
-    """The ``DONE`` marker of a trial, or ``None`` when the trial has not finished (or the marker is unreadable)."""
-    path = done_path(sweep_dir, trial_id)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def stopped_path(sweep_dir: Path | str, trial_id: str) -> Path:
-    """``SWEEP_DIR/trials/<id>/STOPPED``."""
-    return Path(sweep_dir) / TRIALS_DIR / trial_id / STOPPED_NAME
-
-
-def read_stopped(sweep_dir: Path | str, trial_id: str) -> dict[str, Any] | None:
-    """The ``STOPPED`` marker of a trial the scheduler stopped early, or ``None`` (none, or unreadable)."""
-    try:
-        data = json.loads(stopped_path(sweep_dir, trial_id).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def mark_stopped(
-    sweep_dir: Path | str, trial_id: str, scheduler: AshaSpec, result: Mapping[str, Any]
-) -> Path | None:
-    """Write the ``STOPPED`` marker of a trial the scheduler stops at ``result`` (a reported row).
-
-    Returns:
-        The marker's path, or ``None`` when the trial has finished (a ``DONE`` marker: stopping it at its final
-        report changes nothing).
-    """
-    if read_done(sweep_dir, trial_id) is not None:
-        return None
-    path = stopped_path(sweep_dir, trial_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    step = result.get(STEP_COLUMN)
-    return write_json_atomic(
-        path,
-        {
-            "trial": trial_id,
-            "scheduler": "asha",
-            "metric": scheduler.metric,
-            "mode": scheduler.mode,
-            "value": float(result[scheduler.metric]),
-            "step": None if step is None else float(step),
-            "time_attr": scheduler.time_attr,
-            "time": float(result[scheduler.time_attr]),
-            "stopped": _now(),
-        },
-    )
-
-
-def read_sweep_json(sweep_dir: Path | str) -> dict[str, Any]:
-    """``SWEEP_DIR/sweep.json`` as a dict.
-
-    Raises:
-        FileNotFoundError: Not a sweep directory.
-        ValueError: Not valid JSON or lacking ``trials``.
-    """
-    path = Path(sweep_dir) / SWEEP_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a sweep directory (run `mbrl sweep SPEC.yaml` first)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("trials"), list):
-        raise ValueError(f"{path}: expected an object with a 'trials' list")
-    return data
-
-
-def sweep_trials(sweep_dir: Path | str) -> list[Trial]:
-    """The trials stored in ``SWEEP_DIR/sweep.json``."""
-    return [Trial.from_json(t) for t in read_sweep_json(sweep_dir)["trials"]]
-
-
-def check_sweep_dir(sweep_dir: Path, trials: Sequence[Trial], *, resume: bool) -> None:
-    """Check that ``sweep_dir`` can hold these trials.
-
-    A new directory (or an empty one) is fine unless ``resume`` asks to continue one. An existing sweep may gain
-    trials (more seeds, a wider grid), but a trial id it already holds must keep its exact arguments, since its
-    run directory was made with them.
-
-    Raises:
-        ValueError: ``resume`` without a ``sweep.json``; a non-empty directory that is not a sweep; a trial whose
-            arguments changed (named, with both argument lists).
-    """
-    path = sweep_dir / SWEEP_JSON
-    if not path.is_file():
-        if resume:
-            raise ValueError(f"cannot resume: {path} not found (start the sweep without --resume)")
-        if sweep_dir.exists() and any(sweep_dir.iterdir()):
-            raise ValueError(
-                f"{sweep_dir} exists, is not empty and holds no {SWEEP_JSON}: pick another --sweep-dir"
-            )
-        return
-    stored = {t.id: t for t in sweep_trials(sweep_dir)}
-    for trial in trials:
-        old = stored.get(trial.id)
-        if old is not None and old.args != trial.args:
-            raise ValueError(
-                f"{path}: trial {trial.id} was run with args {' '.join(old.args)!r}, the spec now gives "
-                f"{' '.join(trial.args)!r}; use a new --sweep-dir (or delete {sweep_dir / TRIALS_DIR / trial.id})"
-            )
-
-
-def write_sweep_json(sweep_dir: Path, spec: SweepSpec, trials: Sequence[Trial]) -> Path:
-    """Write ``SWEEP_DIR/sweep.json`` (atomically): spec, metric, trials, the driver's working directory."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    data = {
-        "name": spec.name,
-        "spec": spec.to_json(),
-        "metric": spec.metric,
-        "cwd": os.getcwd(),
-        "updated": _now(),
-        "trials": [t.to_json() for t in trials],
-    }
-    return write_json_atomic(sweep_dir / SWEEP_JSON, data)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def tail_lines(path: Path, n: int = _TAIL_LINES) -> str:
-    """The last ``n`` lines of a trial log's last attempt (``""`` when missing)."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    marks = [i for i, line in enumerate(lines) if line.startswith(_ATTEMPT_MARK)]
-    if marks:
-        lines = lines[marks[-1] + 1 :]
-    return "\n".join(lines[-n:])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# progress.csv
-
-
-class CsvTail:
-    """Rows appended to a growing ``progress.csv`` since the last :meth:`poll`.
-
-    Tolerates what a live :class:`mbrl.logging.Logger` does to the file: a last row not yet complete (left for
-    the next poll), a rewrite with a wider header when a new key appears, and a rewrite that drops rows when a
-    resumed run rolls back to its checkpoint (rows are then counted from the shorter file).
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._seen = 0
-        self._signature: tuple[int, int] | None = None
-
-    def poll(self) -> list[dict[str, float]]:
-        """New complete rows as ``{"step": step, key: value}`` (empty cells and ``wall_time`` left out)."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return []
-        signature = (stat.st_mtime_ns, stat.st_size)
-        if signature == self._signature:
-            return []
-        try:
-            text = self.path.read_text(errors="replace")
-        except FileNotFoundError:  # replaced between stat and read
-            return []
-        if not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-        else:
-            self._signature = signature  # a partial last line must be read again when it completes
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if len(rows) < self._seen:
-            self._seen = len(rows)
-        new = rows[self._seen :]
-        self._seen = len(rows)
-        out = []
-        for row in new:
-            values: dict[str, float] = {}
-            try:
-                values[STEP_COLUMN] = float(int(float(row.get(STEP_COLUMN) or "")))
-            except ValueError:
-                continue
-            for key, cell in row.items():
-                if key in (STEP_COLUMN, WALL_TIME_COLUMN) or key is None or not cell:
-                    continue
-                try:
-                    values[key] = float(cell)
-                except ValueError:
-                    continue
-            out.append(values)
-        return out
-
-
-def final_metrics(run_dir: Path | str) -> dict[str, float]:
-    """Last finite value of every column of a run's ``progress.csv`` (rows in step order), ``step`` = last step.
-
-    Returns ``{}`` when the run wrote no CSV.
-    """
-    path = Path(run_dir) / CSV_NAME
-    if not path.is_file():
-        return {}
-    columns = read_csv(path)
-    steps = columns[STEP_COLUMN]
-    if steps.size == 0:
-        return {}
-    order = steps.argsort(kind="stable")
-    out: dict[str, float] = {STEP_COLUMN: float(steps[order][-1])}
-    for key, values in columns.items():
-        if key in (STEP_COLUMN, WALL_TIME_COLUMN):
-            continue
-        finite = [float(v) for v in values[order] if math.isfinite(v)]
-        if finite:
-            out[key] = finite[-1]
-    return out
-
-
-def headline(metrics: Mapping[str, float], metric: str | None) -> str:
-    """``"eval/return_mean=123.4"``: the sweep's metric, else normalized score, else return (``""`` if none)."""
-    for key in (metric, "eval/normalized_score", "eval/return_mean"):
-        if key and key in metrics:
-            return f"{key}={metrics[key]:.4g}"
-    return ""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# One trial (runs inside a Ray worker; plain Python, usable without Ray)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent thread dies (a killed Ray worker must
-    not leave training runs behind); ``None`` elsewhere. libc is loaded here, before the fork."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    sigterm = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(1, sigterm)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
-def trial_argv(trial: Trial, run_dir: Path, *, threads: int, resume: bool) -> list[str]:
-    """``python -m mbrl.cli train <agent> <args> --run-dir RUN_DIR [--threads T] [--resume]``."""
-    argv = [sys.executable, "-m", "mbrl.cli", "train", trial.agent, *trial.args, "--run-dir", str(run_dir)]
-    if trial.threads_flag and "--threads" not in trial.args and "--num-threads" not in trial.args:
-        argv += ["--threads", str(threads)]
-    if resume:
-        argv.append("--resume")
-    return argv
-
-
-def trial_env(threads: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus ``extra`` and the thread variables set to ``threads``."""
-    env = dict(os.environ)
-    env.update(extra or {})
-    for var in THREAD_VARS:
-        env[var] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"  # logs and progress lines appear as they happen
-    return env
-
-
-def _can_resume(trial: Trial, run_dir: Path) -> bool:
-    from mbrl.checkpoint import latest_checkpoint
-
-    return trial.resumable and (run_dir / "config.json").is_file() and latest_checkpoint(run_dir) is not None
-
-
-def end_process(
-    proc: subprocess.Popen[Any], timeout_s: float = TERMINATE_TIMEOUT_S, log: TextIO | None = None
-) -> int:
-    """End a process that may still run: SIGTERM, then SIGKILL if it has not exited after ``timeout_s``.
-
-    Args:
-        proc: The process.
-        timeout_s: Seconds between SIGTERM and SIGKILL.
-        log: Where a line saying how it was ended goes (nothing when it had exited already).
-
-    Returns:
-        Its exit status (negative: the signal that ended it).
-    """
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.terminate()
-    how = "SIGTERM"
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        how = f"SIGKILL ({timeout_s:g} s after SIGTERM)"
-    if log is not None:
-        print(
-            f"=== mbrl sweep {_now()}: the trial was stopped; its run was ended with {how}",
-            file=log,
-            flush=True,
-        )
-    return proc.returncode
-
-
-def run_process(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    stdout: TextIO,
-    stderr: TextIO,
-    on_poll: Callable[[], None],
-    poll_s: float = 1.0,
-    terminate_timeout_s: float = TERMINATE_TIMEOUT_S,
-    pid_file: Path | None = None,
-) -> int:
-    """Run ``argv`` to its exit, calling ``on_poll`` every ``poll_s`` seconds while it runs and once after.
-
-    Whatever interrupts the wait (``SystemExit`` from a report when Tune stops the trial, Ctrl-C) ends the process
-    too (:func:`end_process`, noted in ``stderr``) before it propagates: no run is left behind. ``pid_file``, if
-    given, holds ``{"pid", "host"}`` of the process while it runs (see :func:`settle_stopped_trial`).
-
-    Returns:
-        The exit status.
-    """
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        preexec_fn=_die_with_parent(),
-    )
-    if pid_file is not None:
-        write_json_atomic(pid_file, {"pid": proc.pid, "host": socket.gethostname()})
-    try:
-        while True:
-            try:
-                proc.wait(timeout=poll_s)
-                break
-            except subprocess.TimeoutExpired:
-                on_poll()
-        on_poll()
-    except BaseException:
-        end_process(proc, terminate_timeout_s, stderr)
-        raise
-    finally:
-        if pid_file is not None:
-            pid_file.unlink(missing_ok=True)
-    return proc.returncode
-
-
-def pid_path(sweep_dir: Path | str, trial_id: str) -> Path:
-    """``SWEEP_DIR/logs/<id>.pid``: the host and pid of a trial's run while it runs."""
-    return Path(sweep_dir) / LOGS_DIR / f"{trial_id}.pid"
-
-
-def _runs_here(pid: int, run_dir: Path) -> bool:
-    """Process ``pid`` of this host is alive and runs in ``run_dir`` (its command line names it; Linux only)."""
-    try:
-        return str(run_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _end_pid(pid: int, run_dir: Path, timeout_s: float) -> str | None:
-    """SIGTERM, then SIGKILL after ``timeout_s``, to a run that is not our child (checked by :func:`_runs_here`).
-
-    Returns:
-        The last signal sent (``None``: the run was not running).
-    """
-    sent = None
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        if not _runs_here(pid, run_dir):
-            break
-        os.kill(pid, sig)
-        sent = sig.name
-        deadline = time.monotonic() + wait_s
-        while _runs_here(pid, run_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    return sent
-
-
-def settle_stopped_trial(
-    sweep_dir: Path | str,
-    trial_id: str,
-    *,
-    grace_s: float = 2.0,
-    terminate_timeout_s: float = TERMINATE_TIMEOUT_S,
-) -> None:
-    """Driver side, after Tune returns: make sure a stopped trial's run has ended and its logs are in its run dir.
-
-    Its trainable does both when Tune stops it, but Tune may end the trainable's actor first (then the run gets
-    SIGTERM from :func:`_die_with_parent`). This waits up to ``grace_s`` for the trainable to remove the trial's
-    pid file; if it is still there, a run still alive on this host is ended like :func:`end_process` does. Then
-    the logs are copied into the run directory.
-    """
-    sweep_dir = Path(sweep_dir)
-    path = pid_path(sweep_dir, trial_id)
-    run_dir = sweep_dir / TRIALS_DIR / trial_id
-    deadline = time.monotonic() + grace_s
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        owner = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        owner = None
-    out_log, err_log = (
-        sweep_dir / LOGS_DIR / f"{trial_id}.stdout.log",
-        sweep_dir / LOGS_DIR / f"{trial_id}.stderr.log",
-    )
-    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
-        sent = _end_pid(int(owner["pid"]), run_dir, terminate_timeout_s)
-        if sent is not None:
-            with err_log.open("a") as log:
-                print(
-                    f"=== mbrl sweep {_now()}: the trial was stopped; the driver ended its run with {sent}",
-                    file=log,
-                )
-    path.unlink(missing_ok=True)
-    if out_log.is_file() and err_log.is_file():
-        _copy_logs(out_log, err_log, run_dir)
-
-
-def _copy_logs(out_log: Path, err_log: Path, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out_log, run_dir / "stdout.log")
-    shutil.copyfile(err_log, run_dir / "stderr.log")
-
-
-def run_trial(
-    payload: Mapping[str, Any],
-    report: Callable[[dict[str, float]], None] | None = None,
-    *,
-    poll_s: float = 1.0,
-) -> dict[str, float]:
-    """Run one trial to its end: launch ``mbrl train``, stream its CSV rows to ``report``, write ``DONE``.
-
-    Args:
-        payload: ``{"trial": Trial.to_json(), "sweep_dir": str, "threads": int, "cwd": str, "env": {..}}``.
-        report: Called with each new CSV row (``{"step": s, key: value}``) while the run goes, then once with the
-            final metrics plus ``"final": 1.0``. When Tune stops the trial (its scheduler, or the sweep's end), the
-            call raises ``SystemExit``: the run is then ended (:func:`run_process`), its logs are copied, no
-            ``DONE`` is written and the exception goes on.
-        poll_s: Seconds between looks at the CSV.
-
-    Returns:
-        The final metrics (also stored in ``DONE``).
-
-    Raises:
-        TrialFailedError: The run exited non-zero (its logs are in the trial directory).
-    """
-    trial = Trial.from_json(payload["trial"])
-    sweep_dir = Path(payload["sweep_dir"])
-    threads = int(payload["threads"])
-    run_dir = trial.run_dir(sweep_dir)
-    logs = sweep_dir / LOGS_DIR
-    logs.mkdir(parents=True, exist_ok=True)
-    resume = _can_resume(trial, run_dir)
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)  # nothing to continue: a fresh run needs an empty directory
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    argv = trial_argv(trial, run_dir, threads=threads, resume=resume)
-    cwd = Path(payload.get("cwd") or run_dir.parent)
-    if not cwd.is_dir():  # e.g. a cluster node without the driver's directory
-        cwd = run_dir.parent
-    out_log, err_log = logs / f"{trial.id}.stdout.log", logs / f"{trial.id}.stderr.log"
-    tail = CsvTail(run_dir / CSV_NAME)
-
-    def stream() -> None:
-        for row in tail.poll():
-            if report is not None:
-                report(row)
-
-    start = time.monotonic()
-    try:
-        with out_log.open("a") as out, err_log.open("a") as err:
-            header = f"{_ATTEMPT_MARK} {_now()}: {' '.join(argv[1:])}\n"
-            for log in (out, err):
-                log.write(header)
-                log.flush()
-            returncode = run_process(
-                argv,
-                cwd=cwd,
-                env=trial_env(threads, payload.get("env")),
-                stdout=out,
-                stderr=err,
-                on_poll=stream,
-                poll_s=poll_s,
-                pid_file=pid_path(sweep_dir, trial.id),
-            )
-    finally:
-        _copy_logs(out_log, err_log, run_dir)
-    if returncode != 0:
-        raise TrialFailedError(
-            f"trial {trial.id}: `mbrl train {trial.agent}` exited with status {returncode} "
-            f"(log: {run_dir / 'stderr.log'})"
-        )
-    final = final_metrics(run_dir)
-    write_json_atomic(
-        run_dir / DONE_NAME,
-        {
-            "trial": trial.id,
-            "returncode": 0,
-            "final": final,
-            "argv": argv[1:],
-            "threads": threads,
-            "resumed": resume,
-            "wall_s": round(time.monotonic() - start, 3),
-            "finished": _now(),
-        },
-    )
-    if report is not None:
-        report({**final, "final": 1.0})
-    return final
-
-
-def _trial_trainable(config: dict[str, Any], payloads: dict[str, dict[str, Any]]) -> None:
-    """The Ray Tune function trainable: one trial, metrics streamed with ``ray.tune.report``."""
-    from ray import tune
-
-    payload = payloads[config["trial_id"]]
-    run_trial(payload, lambda metrics: tune.report(dict(metrics)), poll_s=float(payload.get("poll_s", 1.0)))
-
-
-def _tune_trial_name(trial: Any) -> str:
-    return str(trial.config["trial_id"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -755,7 +200,7 @@ def _asha(scheduler: AshaSpec, sweep_dir: Path) -> Any:
             decision = super().on_trial_result(tune_controller, trial, result)
             self.metric_seen = self.metric_seen or scheduler.metric in result
             if decision == TrialScheduler.STOP:
-                mark_stopped(sweep_dir, _tune_trial_name(trial), scheduler, result)
+                mark_stopped(sweep_dir, tune_trial_name(trial), scheduler, result)
             return str(decision)
 
     return MarkingASHA()
@@ -773,7 +218,7 @@ def _progress_callback(tune: Any, out: TextIO, metric: str | None, sweep_dir: Pa
             print(f"[sweep] {line}", file=out, flush=True)
 
         def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            tid = _tune_trial_name(trial)
+            tid = tune_trial_name(trial)
             self.attempts[tid] = self.attempts.get(tid, 0) + 1
             self.started[tid] = time.monotonic()
             attempt = self.attempts[tid]
@@ -783,7 +228,7 @@ def _progress_callback(tune: Any, out: TextIO, metric: str | None, sweep_dir: Pa
             return f"{time.monotonic() - self.started.get(tid, time.monotonic()):.0f} s"
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            tid = _tune_trial_name(trial)
+            tid = tune_trial_name(trial)
             stopped = read_stopped(sweep_dir, tid)
             if stopped is not None and read_done(sweep_dir, tid) is None:
                 self._say(f"stopped {tid} early at {_stop_point(stopped)} ({self._elapsed(tid)})")
@@ -792,13 +237,13 @@ def _progress_callback(tune: Any, out: TextIO, metric: str | None, sweep_dir: Pa
             self._say(" ".join(part for part in ("done  ", tid, shown, f"({self._elapsed(tid)})") if part))
 
         def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            tid = _tune_trial_name(trial)
+            tid = tune_trial_name(trial)
             self._say(
                 f"retry  {tid}: failed after {self._elapsed(tid)} (log: {_rel(trial_log(sweep_dir, tid))})"
             )
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            tid = _tune_trial_name(trial)
+            tid = tune_trial_name(trial)
             attempts = self.attempts.get(tid, 1)
             self._say(
                 f"FAILED {tid} after {attempts} attempt{'s' if attempts > 1 else ''} "
@@ -934,7 +379,7 @@ def run_sweep(
             for t in todo
         }
         trainable = tune.with_resources(
-            tune.with_parameters(_trial_trainable, payloads=payloads), {"cpu": threads_per_trial}
+            tune.with_parameters(trial_trainable, payloads=payloads), {"cpu": threads_per_trial}
         )
         scheduler = _asha(spec.scheduler, sweep_dir) if spec.scheduler is not None else None
         # Most rows lack the scheduler's metric (it is in the evaluation rows): Tune must not reject them.
@@ -945,8 +390,8 @@ def run_sweep(
                 tune_config=tune.TuneConfig(
                     max_concurrent_trials=concurrency,
                     reuse_actors=True,
-                    trial_name_creator=_tune_trial_name,
-                    trial_dirname_creator=_tune_trial_name,
+                    trial_name_creator=tune_trial_name,
+                    trial_dirname_creator=tune_trial_name,
                     scheduler=scheduler,
                 ),
                 run_config=tune.RunConfig(
@@ -1001,7 +446,7 @@ def _finish(summary: SweepSummary, name: str, out: TextIO, wall_s: float) -> Swe
             "failed": list(summary.failed),
             "unfinished": list(summary.unfinished),
             "wall_s": round(wall_s, 1),
-            "updated": _now(),
+            "updated": utc_now(),
         },
     )
     stopped = f"{len(summary.stopped)} stopped early, " if summary.stopped else ""

@@ -180,10 +180,10 @@ def command_info(agent: str) -> CommandInfo:
         raise ValueError(
             f"`mbrl train {agent}` has no {', '.join('--' + m for m in missing)}: cannot sweep it"
         )
-    if "env" in flags:
-        target: TargetKind = "env"
-    elif "dataset" in flags:
-        target = "dataset"
+    if "dataset" in flags:  # offline agents also take --env (the evaluation env): the dataset is what they train on
+        target: TargetKind = "dataset"
+    elif "env" in flags:
+        target = "env"
     else:
         raise ValueError(f"`mbrl train {agent}` takes neither --env nor --dataset: cannot sweep it")
     return CommandInfo(agent, target, flags, "resume" in flags, "threads" in flags)

@@ -12,6 +12,7 @@ import pytest
 
 from mbrl.cli import main as cli_main
 from mbrl.run import write_json_atomic
+from mbrl.sweep.files import write_sweep_json
 from mbrl.sweep.report import (
     BootstrapSettings,
     Interval,
@@ -26,7 +27,6 @@ from mbrl.sweep.report import (
     pooled_iqm,
     write_report,
 )
-from mbrl.sweep.runner import write_sweep_json
 from mbrl.sweep.spec import parse_spec
 
 

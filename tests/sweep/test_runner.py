@@ -15,23 +15,19 @@ import pytest
 
 from mbrl.cli import main as cli_main
 from mbrl.run import write_json_atomic
-from mbrl.sweep.runner import (
+from mbrl.sweep.files import check_sweep_dir, mark_stopped, read_stopped, tail_lines, write_sweep_json
+from mbrl.sweep.runner import plan_concurrency
+from mbrl.sweep.spec import AshaSpec, parse_spec
+from mbrl.sweep.trial import (
     THREAD_VARS,
     CsvTail,
-    check_sweep_dir,
     final_metrics,
-    mark_stopped,
     pid_path,
-    plan_concurrency,
-    read_stopped,
     run_process,
     settle_stopped_trial,
-    tail_lines,
     trial_argv,
     trial_env,
-    write_sweep_json,
 )
-from mbrl.sweep.spec import AshaSpec, parse_spec
 
 SPEC = "name: ip\nagents: [sac]\nenvs: [InvertedPendulum-v5]\nseeds: 2\nargs: {total-steps: 100}\n"
 

@@ -20,8 +20,9 @@ import pytest
 from envs import make_env
 from mbrl.data import OfflineDataset, save_npz
 from mbrl.logging import read_csv
+from mbrl.sweep.files import read_done, read_stopped
 from mbrl.sweep.report import write_report
-from mbrl.sweep.runner import SweepSummary, read_done, read_stopped, run_sweep
+from mbrl.sweep.runner import SweepSummary, run_sweep
 from mbrl.sweep.spec import SweepSpec, parse_spec
 
 ray = pytest.importorskip("ray")
