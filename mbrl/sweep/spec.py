@@ -30,12 +30,12 @@ A spec::
       num_samples: 8                # points sampled; each runs with every grid point and seed
       seed: 0                       # the sampling seed (default 0)
       space:                        # flag -> {loguniform: [low, high]}, {uniform: [low, high]},
-        sac.lr: {loguniform: [1.0e-4, 1.0e-3]}  # {randint: [low, high]} (high excluded) or {choice: [...]}
+        sac.critic-lr: {loguniform: [1.0e-4, 1.0e-3]}  # {randint: [low, high]} (high excluded) or {choice: [...]}
         utd: {choice: [1, 2]}
 
 Keys of ``args``, ``grid`` and ``search.space`` are the flag names of ``mbrl train <agent>`` without ``--``
-(``total-steps``; ``total_steps`` is accepted too; a dotted config path such as ``sac.lr`` is the flag
-``--sac.lr``) and are checked against that command's flags. Values: a string, a number, ``true``/``false``
+(``total-steps``; ``total_steps`` is accepted too; a dotted config path such as ``sac.critic-lr`` is the flag
+``--sac.critic-lr``) and are checked against that command's flags. Values: a string, a number, ``true``/``false``
 (passed as ``--flag`` / ``--no-flag``), ``null`` (passed as ``None``), or a list of those for a tuple option.
 The sweep itself sets ``--env``/``--dataset``, ``--seed``, ``--run-dir`` and ``--resume``; they may not appear
 in ``args``, ``grid`` or the search space, and a search dimension may not also be a fixed arg or a grid key.
