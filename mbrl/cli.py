@@ -82,7 +82,8 @@ class ConfigCommand:
 
     Every field of ``config_type`` is a flag (nested ones dotted: ``--sac.critic-lr``), its default the preset's
     value for the given env or dataset; ``--preset`` picks the preset, ``--config FILE`` (YAML or JSON, e.g. a
-    run's ``config.json``) replaces the preset, and flags override either.
+    run's ``config.json``) lays its fields over the preset, ``--device`` sets every part's device, and flags
+    override all of them.
 
     Attributes:
         name: the algorithm (``sac``, ``ravl``, ...).
