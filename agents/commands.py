@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from agents.dyna import DynaAgent, DynaConfig, dyna_preset, sac_preset
+from mbrl.checkpoint import config_to_dict
 from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.logging import Logger, write_tensorboard_video
 from mbrl.plotting import plot_run
@@ -253,12 +254,13 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
     config = demo_config(seed, total_steps)
     path = Path(run_dir)
     done = path / "demo.json"
-    if done.is_file() and json_lib.loads(done.read_text()).get("config") == json_lib.loads(json_lib.dumps(_asdict(config))):
-        result = json_lib.loads(done.read_text())
-        print(_demo_line(result, path / "demo.png"))
+    stored = config_to_dict(config)  # JSON-ready: compares equal to what demo.json holds
+    finished = json_lib.loads(done.read_text()) if done.is_file() else None
+    if finished is not None and finished.get("config") == stored:
+        print(_demo_line(finished, path / "demo.png"))
         return 0
     clear_run_dir(path)
-    run = prepare_run_dir(path, {"algo": "hypercrl", **_asdict(config)}, resume=False)
+    run = prepare_run_dir(path, {"algo": "hypercrl", **stored}, resume=False)
     agent = HyperCRLAgent(config)
     start = time.perf_counter()
     with Logger(run.path, total=total_steps, desc=f"mpc {DEMO_TASK}") as logger:
@@ -268,19 +270,13 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
     agent.save(run.checkpoint_path(total_steps))  # `mbrl eval runs/demo` plans with it
     cols = read_csv(run.path)
     evals = cols["eval/return_task0"][np.isfinite(cols["eval/return_task0"])]
-    result = {"return": float(evals[-1]), "random_return": random_return, "wall_s": wall, "steps": total_steps,
-              "config": _asdict(config)}
+    result: dict[str, Any] = {"return": float(evals[-1]), "random_return": random_return, "wall_s": wall, "steps": total_steps,
+              "config": stored}
     png = demo_plot(run.path, cols, random_return, wall)
     write_json_atomic(done, result)
     plot_run(run.path)
     print(_demo_line(result, png))
     return 0 if np.isfinite(result["return"]) else 1
-
-
-def _asdict(config: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
 
 
 def _demo_line(result: dict[str, Any], png: Path) -> str:
