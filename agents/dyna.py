@@ -15,7 +15,6 @@ run resumes exactly.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,11 +26,10 @@ import torch
 import tyro
 
 from envs import get_spec, make_env, require_term_fn
-from envs.snapshot import env_snapshot, restore_env_snapshot
 from mbrl.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, rng_state, save_run_checkpoint
 from mbrl.data import ReplayBuffer
-from mbrl.evaluation import evaluate_policy
 from mbrl.logging import Logger
+from mbrl.loops import OnlineLoop, OnlineSchedule
 from mbrl.models.contract import require_world_model
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
@@ -338,11 +336,16 @@ class DynaAgent:
         )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_model_refit = on_model_refit
-        self.step = 0
-        self.episode = 0
-        self.episode_return = 0.0
-        self.episode_length = 0
-        self.obs, _ = self.env.reset(seed=config.seed)
+        schedule = OnlineSchedule(
+            total_steps=config.total_steps,
+            random_steps=config.init_random_steps,
+            log_every=config.log_every,
+            eval_every=config.eval_every,
+            eval_episodes=config.eval_episodes,
+            checkpoint_every=config.checkpoint_every,
+        )
+        save = self.save_to_run_dir if self.run_dir is not None else None
+        self.env_loop = OnlineLoop(self, self.env, self.eval_env, schedule, seed=config.seed, rng=self.rng, save=save)
         self.model_seen_steps = 0  # real steps the model has been trained on (online mode)
         self.model_time_s = 0.0
         self.rollout_time_s = 0.0
@@ -371,28 +374,36 @@ class DynaAgent:
         return self.sac.update(batch)
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def _env_step(self) -> Metrics:
+    @property
+    def step(self) -> int:
+        """Env steps taken so far."""
+        return self.env_loop.step
+
+    @property
+    def obs(self) -> np.ndarray:
+        """The training env's current observation."""
+        return np.asarray(self.env_loop.obs)
+
+    def observe(
+        self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+        truncated: bool,
+    ) -> None:
+        """Store one real transition (called by the loop)."""
+        self.real_buffer.add(obs, action, reward, next_obs, terminated, truncated)
+
+    def train(self, step: int) -> Metrics:
+        """After env step ``step``: past ``policy_start``, refit the model and refill the model buffer every
+        ``model_train_every`` steps, then ``utd`` SAC updates (called by the loop)."""
         c = self.config
-        if self.step < c.init_random_steps:
-            action = self.rng.uniform(self.action_low, self.action_high).astype(np.float32)
-        else:
-            action = np.asarray(self.sac.act(self.obs, deterministic=False), dtype=np.float32)
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.real_buffer.add(self.obs, action, float(reward), next_obs, bool(terminated), bool(truncated))
-        self.episode_return += float(reward)
-        self.episode_length += 1
-        self.step += 1
+        if step < self.policy_start:
+            return {}
         metrics: Metrics = {}
-        if terminated or truncated:
-            metrics = {
-                "train/episode_return": self.episode_return,
-                "train/episode_length": self.episode_length,
-            }
-            self.episode += 1
-            self.episode_return, self.episode_length = 0.0, 0
-            self.obs, _ = self.env.reset()
-        else:
-            self.obs = next_obs
+        if c.use_model and step % c.model_train_every == 0:
+            metrics.update(self.refit_and_rollout())
+        metrics.update(self.train_policy())
+        metrics.update(
+            {"time/model_s": self.model_time_s, "time/rollout_s": self.rollout_time_s, "time/policy_s": self.policy_time_s}
+        )
         return metrics
 
     def refit_and_rollout(self) -> Metrics:
@@ -460,70 +471,20 @@ class DynaAgent:
 
     def evaluate(self, episodes: int | None = None, *, seed: int | None = None) -> Metrics:
         """Deterministic-policy returns over ``episodes`` (default: the config's) starting at env seed ``seed``
-        (default: ``10_000 + config.seed``, apart from the training env's seeds)."""
-        result = evaluate_policy(
-            self.eval_env,
-            lambda o: self.sac.act(o, deterministic=True),
-            episodes or self.config.eval_episodes,
-            seed=10_000 + self.config.seed if seed is None else seed,
-        )
-        return {f"eval/{k}": v for k, v in result.as_dict().items()}
+        (default: the loops' evaluation seed, :func:`mbrl.loops.eval_seed`)."""
+        return self.env_loop.evaluate(episodes, seed=seed)
 
     def learn(self, logger: Logger | None = None) -> Metrics:
-        """Run until ``config.total_steps`` env steps; returns the last evaluation's metrics."""
-        c = self.config
-        last_eval: Metrics = {}
-        t_start, start_step = time.perf_counter(), self.step
-        while self.step < c.total_steps:
-            step_metrics = self._env_step()
-            if (
-                self.config.use_model
-                and self.step >= self.policy_start
-                and self.step % c.model_train_every == 0
-            ):
-                step_metrics.update(self.refit_and_rollout())
-            if self.step >= self.policy_start:
-                train_metrics = self.train_policy()
-                if self.step % c.log_every == 0:
-                    step_metrics.update(train_metrics)
-            if c.eval_every and self.step % c.eval_every == 0:
-                last_eval = self.evaluate()
-                step_metrics.update(last_eval)
-            if logger is not None:
-                logger.advance(1)
-                if self.step % c.log_every == 0:
-                    elapsed = time.perf_counter() - t_start
-                    step_metrics.update(
-                        {
-                            "time/env_steps_per_s": (self.step - start_step) / max(elapsed, 1e-9),
-                            "time/model_s": self.model_time_s,
-                            "time/rollout_s": self.rollout_time_s,
-                            "time/policy_s": self.policy_time_s,
-                        }
-                    )
-                if step_metrics:
-                    logger.log(step_metrics, self.step)
-            if self.run_dir is not None and c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                self.save_to_run_dir()
-        if not last_eval:
-            last_eval = self.evaluate()
-            if logger is not None:
-                logger.log(last_eval, self.step)
-        if self.run_dir is not None:
-            self.save_to_run_dir()
-        return last_eval
+        """Run until ``config.total_steps`` env steps (:class:`mbrl.loops.OnlineLoop`); returns the last
+        evaluation's metrics."""
+        return self.env_loop.run(logger)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors, ints, floats, strings only)."""
         loop = {
-            "step": self.step,
-            "episode": self.episode,
-            "episode_return": self.episode_return,
-            "episode_length": self.episode_length,
-            "obs": torch.from_numpy(np.asarray(self.obs, dtype=np.float32)),
+            **self.env_loop.state(),
             "rng": rng_state(self.rng, self.torch_gen),
-            "env": json.dumps(env_snapshot(self.env)),
             "model_seen_steps": self.model_seen_steps,
             "times": torch.tensor(
                 [self.model_time_s, self.rollout_time_s, self.policy_time_s], dtype=torch.float64
@@ -548,13 +509,8 @@ class DynaAgent:
                 raise ValueError("checkpoint holds no world model but this run uses one")
             self.model.load_state_dict(state["model"])
         loop = state["loop"]
-        self.step = int(loop["step"])
-        self.episode = int(loop["episode"])
-        self.episode_return = float(loop["episode_return"])
-        self.episode_length = int(loop["episode_length"])
-        self.obs = loop["obs"].numpy().copy()
+        self.env_loop.load_state(loop)
         restore_rng(loop["rng"], self.rng, self.torch_gen)
-        restore_env_snapshot(self.env, json.loads(loop["env"]))
         self.model_seen_steps = int(loop["model_seen_steps"])
         times = loop["times"].tolist()
         self.model_time_s, self.rollout_time_s, self.policy_time_s = times

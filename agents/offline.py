@@ -6,6 +6,9 @@ returns metrics), ``act``, ``_learner_state()`` / ``_load_learner_state()`` (its
 ``_prepare()`` runs once before the first update (e.g. fitting the world model); its result is part of the
 learner state, so a resumed run does not redo it.
 
+The loop itself (counting, the log/eval/checkpoint schedule, the evaluation-seed rule) is
+:class:`mbrl.loops.OfflineLoop`; this base class gives it the agent's ``prepare``/``train_step``/``evaluate``.
+
 Data never changes during training, so the loop's random state is: the numpy generator that samples the
 dataset (and whatever else the subclass draws from it), the learners' torch generators, and the counters.
 Evaluation episodes reset with fixed seeds and draw nothing from these, so evaluating does not perturb training:
@@ -14,7 +17,6 @@ an interrupted and resumed run gives the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -33,13 +35,13 @@ from mbrl.checkpoint import (
     save_run_checkpoint,
 )
 from mbrl.data import OfflineDataset, load_dataset
-from mbrl.evaluation import evaluate_policy, normalized_score, resolve_reference_scores
+from mbrl.evaluation import resolve_reference_scores
 from mbrl.logging import Logger
+from mbrl.loops import EVAL_SEED_OFFSET, OfflineLoop, OfflineSchedule, eval_seed, evaluate
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
 
-EVAL_SEED_OFFSET = 1_000_003
-"""Evaluation episode ``i`` of a run with seed ``s`` resets with ``s + EVAL_SEED_OFFSET + i`` (as ``train_sac``)."""
+__all__ = ["EVAL_SEED_OFFSET", "OfflineAgent", "OfflineLoopConfig", "torch_generator"]
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,27 @@ class OfflineAgent:
         )
         self.rng = np.random.default_rng([loop.seed, 0])
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.num_updates = 0
-        self.prepared = False
-        self.train_time_s = 0.0
+        schedule = OfflineSchedule(loop.updates, loop.log_every, loop.eval_every, loop.checkpoint_every)
+        self.update_loop = OfflineLoop(self, schedule, save=self.save_to_run_dir if self.run_dir is not None else None)
+
+    @property
+    def num_updates(self) -> int:
+        """Gradient updates done so far."""
+        return self.update_loop.num_updates
+
+    @num_updates.setter
+    def num_updates(self, value: int) -> None:  # e.g. a benchmark placing the agent between refills
+        self.update_loop.num_updates = value
+
+    @property
+    def train_time_s(self) -> float:
+        """Seconds spent in updates so far."""
+        return self.update_loop.train_time_s
+
+    @property
+    def prepared(self) -> bool:
+        """Whether the one-off ``_prepare`` stage has run."""
+        return self.update_loop.prepared
 
     # -- what subclasses provide ------------------------------------------------------------------------------
     def _prepare(self) -> Metrics:
@@ -158,79 +178,40 @@ class OfflineAgent:
         """Deterministic policy in the real env: ``eval/return_mean``, ``eval/return_std``, ``eval/length_mean``,
         and ``eval/normalized_score`` (mean over episodes) when reference scores are known. ``seed``: of the
         first episode (default: the run's seed + a fixed offset, so the in-training evaluations repeat)."""
-        result = evaluate_policy(
+        return evaluate(
             self.eval_env,
             lambda o: self.act(o, deterministic=True),
             episodes or self.loop.eval_episodes,
-            seed=self.loop.seed + EVAL_SEED_OFFSET if seed is None else seed,
+            seed=eval_seed(self.loop.seed) if seed is None else seed,
+            refs=self.refs,
         )
-        out = {f"eval/{k}": v for k, v in result.as_dict().items()}
-        if self.refs is not None:
-            out["eval/normalized_score"] = float(normalized_score(result.return_mean, *self.refs))
-        return out
 
     # -- the loop ---------------------------------------------------------------------------------------------
+    def prepare(self) -> Metrics:
+        """The one-off stage (``_prepare``), run by the loop before the first update."""
+        return self._prepare()
+
+    def train_step(self) -> Metrics:
+        """One update (``_train_step``), run by the loop."""
+        return self._train_step()
+
     def learn(self, logger: Logger | None = None) -> Metrics:
-        """Run until ``loop.updates`` updates; returns the final evaluation's metrics."""
-        c = self.loop
-        if not self.prepared:
-            metrics = self._prepare()
-            self.prepared = True
-            if logger is not None and metrics:
-                logger.log(metrics, self.num_updates)
-            if self.run_dir is not None:  # the fitted model is saved before any update; progress files go
-                self.save_to_run_dir()
-                for stage in self.fit_progress_path().parent.glob("*_progress.pt"):
-                    stage.unlink()
-        last_eval: Metrics = {}
-        last_eval_at = -1
-        while self.num_updates < c.updates:
-            t0 = time.perf_counter()
-            metrics = self._train_step()
-            self.train_time_s += time.perf_counter() - t0
-            self.num_updates += 1
-            row: Metrics = {}
-            if self.num_updates % c.log_every == 0:
-                # Keys with a namespace (``rollout/...``) keep it; the learner's plain keys go under ``train/``.
-                row.update({k if "/" in k else f"train/{k}": v for k, v in metrics.items()})
-                row["time/updates_per_s"] = self.num_updates / max(self.train_time_s, 1e-9)
-            if c.eval_every and self.num_updates % c.eval_every == 0:
-                last_eval, last_eval_at = self.evaluate(), self.num_updates
-                row.update(last_eval)
-            if logger is not None:
-                logger.advance(1)
-                if row:
-                    logger.log(row, self.num_updates)
-            if self.run_dir is not None and c.checkpoint_every and self.num_updates % c.checkpoint_every == 0:
-                self.save_to_run_dir()
-        if last_eval_at != self.num_updates:  # the final policy is always evaluated
-            last_eval = self.evaluate()
-            if logger is not None:
-                logger.log(last_eval, self.num_updates)
-        if self.run_dir is not None:
-            self.save_to_run_dir()
-        return last_eval
+        """Run until ``loop.updates`` updates (:class:`mbrl.loops.OfflineLoop`); returns the final evaluation's
+        metrics."""
+        return self.update_loop.run(logger)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (learners, sampling RNG, counters)."""
-        loop = {
-            "num_updates": self.num_updates,
-            "prepared": self.prepared,
-            "rng": rng_state(self.rng),
-            "train_time_s": self.train_time_s,
-        }
-        return {**self._learner_state(), "loop": loop}
+        return {**self._learner_state(), "loop": {**self.update_loop.state(), "rng": rng_state(self.rng)}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if "loop" not in state:
             raise KeyError("checkpoint state has no 'loop' entry")
         self._load_learner_state(state)
         loop = state["loop"]
-        self.num_updates = int(loop["num_updates"])
-        self.prepared = bool(loop["prepared"])
+        self.update_loop.load_state(loop)
         restore_rng(loop["rng"], self.rng)
-        self.train_time_s = float(loop["train_time_s"])
 
     def config_dict(self) -> dict[str, Any]:
         return {"algo": self.algo, **asdict(self.config)}
@@ -242,14 +223,19 @@ class OfflineAgent:
         self.load_state(dict(load_checkpoint(Path(path)).state))
 
     def save_to_run_dir(self) -> Path:
+        """A checkpoint at the current update; once ``_prepare`` is done its progress files go."""
         assert self.run_dir is not None
-        return save_run_checkpoint(
+        path = save_run_checkpoint(
             self.run_dir,
             self.num_updates,
             config=self.config_dict(),
             state=self.state(),
             keep_last=self.loop.keep_checkpoints,
         )
+        if self.prepared:
+            for stage in self.fit_progress_path().parent.glob("*_progress.pt"):
+                stage.unlink()
+        return path
 
     def resume(self) -> bool:
         """Load the latest checkpoint of ``run_dir`` if there is one; returns whether one was loaded."""

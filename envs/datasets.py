@@ -48,13 +48,14 @@ import numpy as np
 import torch
 
 from envs.registry import get_spec, make_env
-from envs.snapshot import env_snapshot, restore_env_snapshot
 from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mbrl.data import OfflineDataset, ReplayBuffer, save_minari
 from mbrl.evaluation import evaluate_policy
+from mbrl.loops import OnlineLoop, OnlineSchedule
 from mbrl.rl.policies import TorchPolicy
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.run import write_json_atomic
+from mbrl.types import Metrics
 from mbrl.utils import set_threads
 
 SPLITS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -194,9 +195,15 @@ class BehaviourTrainer:
         )
         self.rng = np.random.default_rng([c.seed, 2])
         self.buffer = ReplayBuffer(c.sac_steps, self.obs_dim, self.action_dim, rng=np.random.default_rng([c.seed, 3]))
-        self.step = 0
         self.snapshots: list[dict[str, Any]] = []
-        self.obs, _ = self.env.reset(seed=_seed(c, 4))
+        self._progress: Progress | None = None
+        schedule = OnlineSchedule(total_steps=c.sac_steps, random_steps=c.learning_starts, eval_episodes=0)
+        self.loop = OnlineLoop(self, self.env, None, schedule, seed=c.seed, rng=self.rng, reset_seed=_seed(c, 4))
+
+    @property
+    def step(self) -> int:
+        """Env steps taken so far."""
+        return self.loop.step
 
     @property
     def done(self) -> bool:
@@ -210,41 +217,43 @@ class BehaviourTrainer:
         actor = {k: v.detach().clone() for k, v in self.sac.actor.state_dict().items()}
         self.snapshots.append({"step": self.step, "return": result.return_mean, "actor": actor})
 
-    def train(self, progress: Progress | None = None, *, until: int | None = None) -> None:
-        """Run (or continue) training to ``sac_steps`` (or to step ``until``), checkpointing on the way."""
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.sac.act(obs, deterministic=deterministic)
+
+    def observe(
+        self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+        truncated: bool,
+    ) -> None:
+        self.buffer.add(obs, action, reward, next_obs, terminated, truncated)
+
+    def train(self, step: int) -> Metrics:
+        """After env step ``step`` (called by the loop): one SAC update past ``learning_starts``; a snapshot
+        every ``snapshot_every`` steps and a checkpoint every ``checkpoint_every`` steps (and at the end)."""
         c = self.config
-        stop = c.sac_steps if until is None else min(until, c.sac_steps)
-        while self.step < stop:
-            if self.step < c.learning_starts:
-                action = self.rng.uniform(self.low, self.high).astype(np.float32)
-            else:
-                action = np.asarray(self.sac.act(self.obs, deterministic=False), dtype=np.float32)
-            nxt, reward, terminated, truncated, _ = self.env.step(action)
-            self.buffer.add(self.obs, action, float(reward), nxt, bool(terminated), bool(truncated))
-            self.obs = self.env.reset()[0] if (terminated or truncated) else nxt
-            self.step += 1
-            if self.step > c.learning_starts:
-                self.sac.update(self.buffer.sample(c.sac.batch_size))
-            if self.step % c.snapshot_every == 0 or self.step == c.sac_steps:
-                self._snapshot()
-                if progress is not None:
-                    progress(
-                        f"behaviour {c.env_id}: step {self.step}/{c.sac_steps}, return {self.snapshots[-1]['return']:.1f}"
-                    )
-            if self.step % c.checkpoint_every == 0 or self.step == c.sac_steps:
-                self.save()
+        if step > c.learning_starts:
+            self.sac.update(self.buffer.sample(c.sac.batch_size))
+        if step % c.snapshot_every == 0 or step == c.sac_steps:
+            self._snapshot()
+            if self._progress is not None:
+                self._progress(f"behaviour {c.env_id}: step {step}/{c.sac_steps}, return {self.snapshots[-1]['return']:.1f}")
+        if step % c.checkpoint_every == 0 or step == c.sac_steps:
+            self.save()
+        return {}
+
+    def run(self, progress: Progress | None = None, *, until: int | None = None) -> None:
+        """Run (or continue) training to ``sac_steps`` (or to step ``until``), checkpointing on the way."""
+        self._progress = progress
+        try:
+            self.loop.run(until=until)
+        finally:
+            self._progress = None
 
     def state(self) -> dict[str, Any]:
         return {
             "sac": self.sac.state_dict(),
             "buffer": self.buffer.state_dict(),
             "snapshots": {str(i): s for i, s in enumerate(self.snapshots)},
-            "loop": {
-                "step": self.step,
-                "obs": np.asarray(self.obs, dtype=np.float32),
-                "rng": rng_state(self.rng),
-                "env": json.dumps(env_snapshot(self.env)),
-            },
+            "loop": {**self.loop.state(), "rng": rng_state(self.rng)},
         }
 
     def save(self) -> None:
@@ -261,11 +270,8 @@ class BehaviourTrainer:
         self.sac.load_state_dict(state["sac"])
         self.buffer.load_state_dict(state["buffer"])
         self.snapshots = [state["snapshots"][str(i)] for i in range(len(state["snapshots"]))]
-        loop = state["loop"]
-        self.step = int(loop["step"])
-        self.obs = np.asarray(loop["obs"]).copy()
-        restore_rng(loop["rng"], self.rng)
-        restore_env_snapshot(self.env, json.loads(loop["env"]))
+        self.loop.load_state(state["loop"])
+        restore_rng(state["loop"]["rng"], self.rng)
         return True
 
     def policy(self, snapshot: dict[str, Any], seed: int, *, deterministic: bool = False) -> TorchPolicy:
@@ -418,7 +424,7 @@ def make_datasets(
         trainer = BehaviourTrainer(config, work)
         if trainer.resume():
             say(f"behaviour {config.env_id}: resumed at step {trainer.step}")
-        trainer.train(say)
+        trainer.run(say)
         selection_path = work / "selection.json"
         if selection_path.is_file():
             selection = json.loads(selection_path.read_text())

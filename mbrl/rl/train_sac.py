@@ -4,7 +4,7 @@ The loop matches stable-baselines3's ``SAC.learn`` step for step so the two can 
 uniform random actions for the first ``learning_starts`` env steps, then the stochastic policy; after every env
 step past ``learning_starts``, ``utd`` gradient updates on uniform replay batches. ``terminated`` is stored as
 such (stops bootstrapping), ``truncated`` (time limit) is not treated as terminal. Every ``eval_every`` env steps
-(and at the end) the deterministic policy is evaluated on a separate env.
+(and at the end) the deterministic policy is evaluated on a separate env. The loop is :class:`mbrl.loops.OnlineLoop`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import numpy as np
 import torch
 
 from mbrl.data import ReplayBuffer
-from mbrl.evaluation import evaluate_policy
 from mbrl.logging import Logger
+from mbrl.loops import EVAL_SEED_OFFSET, OnlineLoop, OnlineSchedule
 from mbrl.rl.runtime import tune_allocator
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
 
-EVAL_SEED_OFFSET = 1_000_003
-"""Evaluation episode ``i`` of a run with seed ``s`` resets with ``s + EVAL_SEED_OFFSET + i`` (distinct from training
-resets), so other learners can be evaluated on exactly the same initial states."""
+__all__ = ["EVAL_SEED_OFFSET", "SACTrainConfig", "make_gym_env", "train_sac"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +85,35 @@ def _box_bounds(env: gym.Env, env_id: str) -> tuple[np.ndarray, np.ndarray, int]
     return space.low.astype(np.float32), space.high.astype(np.float32), int(obs_space.shape[0])
 
 
+class _ModelFreeSAC:
+    """SAC + a replay buffer as an :class:`mbrl.loops.OnlineAgent`: ``utd`` updates after every env step past
+    ``learning_starts``."""
+
+    def __init__(self, sac: SAC, buffer: ReplayBuffer, config: SACTrainConfig) -> None:
+        self.sac, self.buffer, self.config = sac, buffer, config
+        self.update_time = 0.0
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.sac.act(obs, deterministic=deterministic)
+
+    def observe(
+        self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+        truncated: bool,
+    ) -> None:
+        self.buffer.add(obs, action, reward, next_obs, terminated, truncated)
+
+    def train(self, step: int) -> Metrics:
+        c = self.config
+        if step <= c.learning_starts:
+            return {}
+        t0 = time.perf_counter()
+        metrics: Metrics = {}
+        for _ in range(c.utd):
+            metrics = self.sac.update(self.buffer.sample(c.sac.batch_size))
+        self.update_time += time.perf_counter() - t0
+        return {f"train/{k}": v for k, v in metrics.items()}
+
+
 def train_sac(
     env_id: str,
     config: SACTrainConfig | None = None,
@@ -124,71 +151,37 @@ def train_sac(
     own_logger = logger is None and run_dir is not None
     if own_logger:
         logger = Logger(run_dir, total=c.total_steps, desc=f"sac {env_id}")
+    learner = _ModelFreeSAC(agent, buffer, c)
 
-    def evaluate(step: int) -> Metrics:
-        result = evaluate_policy(
-            eval_env, lambda o: agent.act(o, deterministic=True), c.eval_episodes, seed=seed + EVAL_SEED_OFFSET
+    def save() -> None:
+        from mbrl.checkpoint import save_run_checkpoint
+
+        assert run_dir is not None
+        save_run_checkpoint(
+            run_dir, c.total_steps, config={"env_id": env_id, "seed": seed, "train": c},
+            state={"sac": agent.state_dict()},
         )
-        out = {"eval/return_mean": result.return_mean, "eval/return_std": result.return_std}
-        if logger is not None:
-            logger.log(out, step)
-        return out
 
+    schedule = OnlineSchedule(
+        total_steps=c.total_steps, random_steps=c.learning_starts, log_every=c.log_every, eval_every=c.eval_every,
+        eval_episodes=c.eval_episodes,
+    )
     start = time.perf_counter()
-    update_time = 0.0
-    episodes, episode_return, episode_length = 0, 0.0, 0
-    last: Metrics = {}
-    final: Metrics = {}
-    obs, _ = env.reset(seed=seed)
     try:
-        for step in range(1, c.total_steps + 1):
-            if step <= c.learning_starts:
-                action = rng.uniform(low, high).astype(np.float32)
-            else:
-                action = np.asarray(agent.act(obs, deterministic=False), dtype=np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            buffer.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated))
-            episode_return += float(reward)
-            episode_length += 1
-            if terminated or truncated:
-                episodes += 1
-                if logger is not None:
-                    logger.log({"train/episode_return": episode_return, "train/episode_length": episode_length}, step)
-                episode_return, episode_length = 0.0, 0
-                obs, _ = env.reset()
-            else:
-                obs = next_obs
-            if step > c.learning_starts:
-                t0 = time.perf_counter()
-                for _ in range(c.utd):
-                    last = agent.update(buffer.sample(c.sac.batch_size))
-                update_time += time.perf_counter() - t0
-            if logger is not None:
-                logger.advance()
-                if step % c.log_every == 0 and last:
-                    elapsed = time.perf_counter() - start
-                    logger.log(
-                        {**{f"train/{k}": v for k, v in last.items()}, "time/env_steps_per_s": step / elapsed}, step
-                    )
-            if c.eval_every > 0 and step % c.eval_every == 0 and step != c.total_steps:
-                evaluate(step)
-        final = evaluate(c.total_steps)
+        loop = OnlineLoop(
+            learner, env, eval_env, schedule, seed=seed, rng=rng,
+            save=save if run_dir is not None and c.checkpoint else None,
+        )
+        final = dict(loop.run(logger))
         total_s = time.perf_counter() - start
         final.update({
             "time/total_s": total_s,
-            "time/updates_per_s": agent.num_updates / update_time if update_time > 0 else 0.0,
-            "train/episodes": float(episodes),
+            "time/updates_per_s": agent.num_updates / learner.update_time if learner.update_time > 0 else 0.0,
+            "train/episodes": float(loop.episode),
             "train/updates": float(agent.num_updates),
         })
         if logger is not None:
             logger.log({k: v for k, v in final.items() if k.startswith("time/")}, c.total_steps)
-        if run_dir is not None and c.checkpoint:
-            from mbrl.checkpoint import save_run_checkpoint
-
-            save_run_checkpoint(
-                run_dir, c.total_steps, config={"env_id": env_id, "seed": seed, "train": c},
-                state={"sac": agent.state_dict()},
-            )
     finally:
         env.close()
         eval_env.close()

@@ -137,12 +137,12 @@ def test_rerun_skips_and_rewrites_identically(made: tuple[Path, Path, dict[str, 
 def test_behaviour_training_resumes_exactly(tmp_path: Path) -> None:
     config = dataset_preset("Hopper-v5", "tiny", seed=5, sac_steps=400, checkpoint_every=250)
     full = BehaviourTrainer(config, tmp_path / "a")
-    full.train()
+    full.run()
     part = BehaviourTrainer(config, tmp_path / "b")
-    part.train(until=250)  # the checkpoint at 250 is written; the process "dies" here
+    part.run(until=250)  # the checkpoint at 250 is written; the process "dies" here
     resumed = BehaviourTrainer(config, tmp_path / "b")
     assert resumed.resume() and resumed.step == 250
-    resumed.train()
+    resumed.run()
     for a, b in zip(full.sac.parameters(), resumed.sac.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert [s["return"] for s in full.snapshots] == [s["return"] for s in resumed.snapshots]
