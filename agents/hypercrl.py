@@ -16,7 +16,7 @@ The ``method`` field picks what is trained on what (same loop, same planner, sam
 - ``"hypercrl"``: :class:`~mbrl.models.hypernet.HyperNetworkModel`; one task embedding per task; trained on
   the current task's most recent ``recent_capacity`` transitions only, with von Oswald's output regulariser
   keeping earlier tasks' generated weights; each task is planned/evaluated with its own weights.
-- ``"finetune"``: one :class:`~mbrl.models.hypernet.MLPDynamicsModel` trained on each new task's recent data
+- ``"finetune"``: one :class:`~mbrl.models.multihead.MLPDynamicsModel` trained on each new task's recent data
   only (catastrophic forgetting expected).
 - ``"coreset"``: the same MLP; each gradient step adds to the current task's batch loss one replayed batch
   from the kept random subset (``coreset_size`` transitions) of every earlier task, each weighted like the
@@ -55,7 +55,8 @@ import torch
 from envs.task_families import TaskFamily, get_family, make_task_env
 from mbrl.checkpoint import load_checkpoint, save_checkpoint
 from mbrl.logging import Logger
-from mbrl.models.hypernet import HyperNetConfig, HyperNetworkModel, MLPDynamicsConfig, MLPDynamicsModel
+from mbrl.models.hypernet import HyperNetConfig, HyperNetworkModel
+from mbrl.models.multihead import MLPDynamicsConfig, MLPDynamicsModel
 from mbrl.models.protocol import WorldModel
 from mbrl.planning import CEMConfig, CEMPlanner, MPCPlanner, MPPIConfig, MPPIPlanner
 from mbrl.types import Metrics, TransitionBatch
@@ -353,7 +354,7 @@ class HyperCRLAgent:
         cfg, t = self.config, self.current_task
         sources = self._replay_sources()
         # HyperCRL: per-task normalisers, fitted on each task's first training data. The baselines' MLP: one
-        # global normaliser, fitted on the first task's first data and then frozen (see mbrl.models.hypernet).
+        # global normaliser, fitted on the first task's first data and then frozen (see mbrl.models.multihead).
         fit_key = t if cfg.method == "hypercrl" else 0
         if not self._fitted[fit_key]:
             self.model.fit_normalizer(sources[0][1])

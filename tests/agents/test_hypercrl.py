@@ -11,7 +11,8 @@ import torch
 
 from agents.hypercrl import METHODS, ContinualResult, HyperCRLAgent, HyperCRLConfig
 from mbrl.logging import Logger, read_csv
-from mbrl.models.hypernet import HyperNetworkModel, MLPDynamicsModel
+from mbrl.models.hypernet import HyperNetworkModel
+from mbrl.models.multihead import MLPDynamicsModel
 from mbrl.planning import MPPIConfig
 
 TINY = HyperCRLConfig(

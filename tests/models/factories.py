@@ -14,9 +14,10 @@ import torch
 
 from mbrl.models.dynamics_reward import DynamicsReward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
-from mbrl.models.hypernet import HyperNetworkModel, MLPDynamicsModel
+from mbrl.models.hypernet import HyperNetworkModel
 from mbrl.models.losse import LosseConfig, LosseModel
 from mbrl.models.morec import RewardConsistentFilter
+from mbrl.models.multihead import MLPDynamicsModel
 from mbrl.models.protocol import WorldModel
 from mbrl.models.true_dynamics import TrueDynamicsModel
 from mbrl.models.wrappers import KnownFunctionsModel

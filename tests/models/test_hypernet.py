@@ -8,14 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from mbrl.models.hypernet import (
-    HyperNetConfig,
-    HyperNetworkModel,
-    MLPDynamicsConfig,
-    MLPDynamicsModel,
-    TargetMLP,
-)
+from mbrl.models.hypernet import HyperNetConfig, HyperNetworkModel
+from mbrl.models.multihead import MLPDynamicsConfig, MLPDynamicsModel
 from mbrl.models.protocol import TaskConditioned, WorldModel
+from mbrl.models.task_dynamics import TargetMLP
 from mbrl.types import TransitionBatch
 
 OBS, ACT = 3, 1
