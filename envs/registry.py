@@ -5,7 +5,7 @@ functions in a spec reproduce the env built with gymnasium 1.4's **default** con
 kwargs to :func:`make_env` that change the observation, termination or reward (e.g.
 ``terminate_when_unhealthy=False``) makes them wrong for that env.
 
-Importing this module installs a MuJoCo warning handler (only if none is installed yet): MuJoCo otherwise
+Importing this module installs a MuJoCo warning handler (:mod:`mbrl.gym_env`) (only if none is installed yet): MuJoCo otherwise
 appends every warning to ``MUJOCO_LOG.TXT`` in the working directory and prints it. The handler drops
 HalfCheetah's known ``settotalmass`` XML deprecation and turns any other MuJoCo warning into a Python
 ``RuntimeWarning``.
@@ -13,26 +13,15 @@ HalfCheetah's known ``settotalmass`` XML deprecation and turns any other MuJoCo 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 
 from envs import rewards, termination
 from envs.rewards import RewardFn
 from envs.termination import TermFn
-
-
-def _mujoco_warning(message: str) -> None:
-    if "settotalmass" in message:
-        return  # gymnasium's half_cheetah.xml uses a deprecated compiler attribute; harmless
-    warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
-
-
-if mujoco.get_mju_user_warning() is None:
-    mujoco.set_mju_user_warning(_mujoco_warning)
+from mbrl.gym_env import make_seeded
 
 
 @dataclass(frozen=True)
@@ -231,9 +220,4 @@ def make_env(env_id: str, *, seed: int | None = None, **kwargs: Any) -> gym.Env:
             termination or reward make the spec's functions wrong for this env.
     """
     get_spec(env_id)
-    env = gym.make(env_id, **kwargs)
-    if seed is not None:
-        env.reset(seed=seed)
-        env.action_space.seed(seed)
-        env.observation_space.seed(seed)
-    return env
+    return make_seeded(env_id, seed=seed, **kwargs)

@@ -27,9 +27,10 @@ from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from mbrl.data import ReplayBuffer
+from mbrl.gym_env import make_seeded
 from mbrl.models.contract import require_world_model, validate_step
 from mbrl.models.protocol import WorldModel
-from mbrl.types import ModelStep, TransitionBatch
+from mbrl.types import EnvInfo, ModelStep, TransitionBatch
 
 TermFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 TensorPolicy = Callable[[Tensor], Tensor]
@@ -242,18 +243,15 @@ def _row_info(step: ModelStep, rows: Tensor) -> dict[str, Tensor]:
 
 # ------------------------------------------------------------------------------------------------- envs
 def _spaces_and_term(
-    env_id: str | None,
+    spec: EnvInfo | None,
     obs_dim: int,
     observation_space: spaces.Box | None,
     action_space: spaces.Box | None,
     term_fn: TermFn | None,
     max_episode_steps: int | None,
 ) -> tuple[spaces.Box, spaces.Box, TermFn | None, int]:
-    if env_id is not None:
-        from envs import get_spec, make_env
-
-        spec = get_spec(env_id)
-        env = make_env(env_id)
+    if spec is not None:
+        env = make_seeded(spec.env_id)
         try:
             if observation_space is None:
                 obs_space = env.observation_space
@@ -272,7 +270,7 @@ def _spaces_and_term(
         term_fn = spec.term_fn if term_fn is None else term_fn
         max_episode_steps = spec.max_episode_steps if max_episode_steps is None else max_episode_steps
     if action_space is None:
-        raise ValueError("ModelEnv: give action_space or env_id")
+        raise ValueError("ModelEnv: give action_space or spec")
     if observation_space is None:
         observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     if observation_space.shape != (obs_dim,):
@@ -306,10 +304,11 @@ class ModelEnv(gym.Env[np.ndarray, np.ndarray]):
     Args:
         model: the WorldModel.
         start_obs: ``[N, D]`` start observations (e.g. a dataset's ``observations``).
-        env_id: a registered env id: default spaces, ``term_fn`` and ``max_episode_steps`` come from it.
+        spec: the env's :class:`mbrl.types.EnvInfo` (e.g. ``envs.get_spec("Hopper-v5")``): default spaces (from
+            ``gymnasium.make(spec.env_id)``), ``term_fn`` and ``max_episode_steps`` come from it.
         observation_space: overrides (default: the env's, or an unbounded Box).
-        action_space: overrides (required without ``env_id``).
-        term_fn: overrides the env's termination function (``None`` without ``env_id``: the model's flag).
+        action_space: overrides (required without ``spec``).
+        term_fn: overrides the env's termination function (``None`` without ``spec``: the model's flag).
         max_episode_steps: truncation horizon (default: the env's time limit, else 1000).
         deterministic: use the model's mean prediction.
         clip_obs: ``(low [D], high [D])`` numpy bounds to clamp predicted observations into.
@@ -322,7 +321,7 @@ class ModelEnv(gym.Env[np.ndarray, np.ndarray]):
         model: WorldModel,
         start_obs: np.ndarray,
         *,
-        env_id: str | None = None,
+        spec: EnvInfo | None = None,
         observation_space: spaces.Box | None = None,
         action_space: spaces.Box | None = None,
         term_fn: TermFn | None = None,
@@ -334,7 +333,7 @@ class ModelEnv(gym.Env[np.ndarray, np.ndarray]):
         self.model = model
         self.start_obs = _check_start(start_obs, model.obs_dim)
         self.observation_space, self.action_space, self.term_fn, self.max_episode_steps = _spaces_and_term(
-            env_id, model.obs_dim, observation_space, action_space, term_fn, max_episode_steps
+            spec, model.obs_dim, observation_space, action_space, term_fn, max_episode_steps
         )
         self._box: spaces.Box = self.action_space
         self.deterministic = deterministic
@@ -389,7 +388,7 @@ class VectorModelEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     ``reset(seed=s)`` seeds one numpy Generator for start draws and the model's torch Generator.
 
     Args:
-        model, start_obs, env_id, observation_space, action_space, term_fn, max_episode_steps,
+        model, start_obs, spec, observation_space, action_space, term_fn, max_episode_steps,
         deterministic, clip_obs: as :class:`ModelEnv`.
         num_envs: ``N``.
     """
@@ -402,7 +401,7 @@ class VectorModelEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         start_obs: np.ndarray,
         num_envs: int,
         *,
-        env_id: str | None = None,
+        spec: EnvInfo | None = None,
         observation_space: spaces.Box | None = None,
         action_space: spaces.Box | None = None,
         term_fn: TermFn | None = None,
@@ -416,7 +415,7 @@ class VectorModelEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.num_envs = num_envs
         self.start_obs = _check_start(start_obs, model.obs_dim)
         obs_space, act_space, self.term_fn, self.max_episode_steps = _spaces_and_term(
-            env_id, model.obs_dim, observation_space, action_space, term_fn, max_episode_steps
+            spec, model.obs_dim, observation_space, action_space, term_fn, max_episode_steps
         )
         self.single_observation_space = obs_space
         self.single_action_space = act_space

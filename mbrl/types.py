@@ -9,7 +9,7 @@ rollout horizon) does not. The word ``done`` is never used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -159,3 +159,22 @@ class Resumable(Protocol):
     ``learn`` then continues to the same end as an uninterrupted run."""
 
     def resume(self) -> bool: ...
+
+
+@runtime_checkable
+class EnvInfo(Protocol):
+    """What the core knows about an env it is handed (``envs.EnvSpec`` is one): its id, termination and reward
+    as batched torch functions of ``(obs, action, next_obs)`` (``None`` where unknown) and its time limit. The
+    core never looks an env up; the layer above (``envs/``, the agents, the commands) passes this in."""
+
+    @property
+    def env_id(self) -> str: ...
+
+    @property
+    def term_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None: ...
+
+    @property
+    def reward_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None: ...
+
+    @property
+    def max_episode_steps(self) -> int: ...

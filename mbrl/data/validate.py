@@ -164,7 +164,7 @@ def env_dims(env_id: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     Raises:
         DatasetError: when gymnasium cannot build the env.
     """
-    import envs.registry  # noqa: F401  (installs the MuJoCo warning filter: no settotalmass noise on stderr)
+    import mbrl.gym_env  # noqa: F401  (installs the MuJoCo warning filter: no settotalmass noise on stderr)
 
     try:
         env = gymnasium.make(env_id)

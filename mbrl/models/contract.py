@@ -325,9 +325,9 @@ def env_batch(env_id: str, n: int = 64, *, seed: int = 0) -> TransitionBatch:
     """``n`` real transitions of ``env_id`` under uniformly random actions (resetting at episode ends)."""
     import numpy as np
 
-    from envs import make_env
+    from mbrl.gym_env import make_seeded
 
-    env = make_env(env_id, seed=seed)
+    env = make_seeded(env_id, seed=seed)
     rng = np.random.default_rng(seed)
     space: Any = env.action_space
     rows: list[tuple[Any, ...]] = []
@@ -372,14 +372,3 @@ def check_command(
         return 1
     print(f"PASS {target}: meets the WorldModel contract (mbrl.models.contract)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mbrl.models.contract module:factory [--env ENV] ...``: as ``mbrl model check``."""
-    from mbrl.cli import main as cli_main
-
-    return cli_main(["model", "check", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

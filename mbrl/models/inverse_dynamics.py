@@ -310,9 +310,9 @@ class InverseDynamicsModel:
         the data's range."""
         if action_low is None or action_high is None:
             if dataset.env_id is not None:
-                from envs import make_env
+                from mbrl.gym_env import make_seeded
 
-                env = make_env(dataset.env_id)
+                env = make_seeded(dataset.env_id)
                 space = env.action_space
                 action_low = np.asarray(space.low, dtype=np.float32)  # type: ignore[attr-defined]
                 action_high = np.asarray(space.high, dtype=np.float32)  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ import torch
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from torch import Tensor
 
-from envs.registry import get_spec, make_env
+from mbrl.gym_env import make_seeded
 from mbrl.types import Metrics, ModelStep, TransitionBatch
 
 SUPPORTED = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "InvertedDoublePendulum-v5")
@@ -67,12 +67,12 @@ class TrueDynamicsModel:
             raise ValueError(
                 f"TrueDynamicsModel: unsupported env id {env_id!r}; supported: {', '.join(SUPPORTED)}"
             )
-        spec = get_spec(env_id)
+        built = make_seeded(env_id)
         self.env_id = env_id
-        self.obs_dim = spec.obs_dim
-        self.action_dim = spec.action_dim
+        self.obs_dim = int(built.observation_space.shape[0])  # type: ignore[index]
+        self.action_dim = int(built.action_space.shape[0])  # type: ignore[index]
         self.x_position = float(x_position)
-        unwrapped = make_env(env_id).unwrapped
+        unwrapped = built.unwrapped
         if not isinstance(unwrapped, MujocoEnv):
             raise TypeError(f"TrueDynamicsModel: {env_id} is not a MuJoCo env")
         # Typed Any: _get_obs, _get_rew and is_healthy are defined by the concrete v5 env classes.

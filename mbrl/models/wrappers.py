@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mbrl.models.protocol import WorldModel
-from mbrl.types import Metrics, ModelStep, TransitionBatch
+from mbrl.types import EnvInfo, Metrics, ModelStep, TransitionBatch
 
 TransitionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -62,11 +62,9 @@ class KnownFunctionsModel(DelegatingModel):
         self.action_dim = model.action_dim
 
     @classmethod
-    def for_env(cls, model: WorldModel, env_id: str, *, use_reward_fn: bool = True) -> KnownFunctionsModel:
-        """Wrap ``model`` with the registered termination (and reward, when known) functions of ``env_id``."""
-        from envs import get_spec
-
-        spec = get_spec(env_id)
+    def for_env(cls, model: WorldModel, spec: EnvInfo, *, use_reward_fn: bool = True) -> KnownFunctionsModel:
+        """Wrap ``model`` with the termination (and reward, when known) functions of the env ``spec``
+        (e.g. ``envs.get_spec("Hopper-v5")``)."""
         return cls(model, term_fn=spec.term_fn, reward_fn=spec.reward_fn if use_reward_fn else None)
 
     def __getattr__(self, name: str) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mbrl.data import ReplayBuffer
+from mbrl.gym_env import make_seeded
 from mbrl.logging import Logger
 from mbrl.loops import EVAL_SEED_OFFSET, OnlineLoop, OnlineSchedule
 from mbrl.rl.runtime import tune_allocator
@@ -25,7 +26,7 @@ from mbrl.rl.sac import SAC, SACConfig
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
 
-__all__ = ["EVAL_SEED_OFFSET", "SACTrainConfig", "make_gym_env", "train_sac"]
+__all__ = ["EVAL_SEED_OFFSET", "SACTrainConfig", "train_sac"]
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,6 @@ class SACTrainConfig:
             )
         if self.eval_every < 0 or self.log_every < 1 or self.replay_capacity < 1:
             raise ValueError("SACTrainConfig: eval_every must be >= 0, log_every and replay_capacity >= 1")
-
-
-def make_gym_env(env_id: str) -> gym.Env:
-    """A registered toolkit env (``envs.make_env``) when known, else plain ``gymnasium.make``."""
-    try:
-        from envs import make_env
-
-        return make_env(env_id)
-    except (ImportError, ValueError):
-        return gym.make(env_id)
 
 
 def _box_bounds(env: gym.Env, env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -139,8 +130,8 @@ def train_sac(
     c = config if config is not None else SACTrainConfig()
     set_threads(c.num_threads)
     tune_allocator()
-    env = make_gym_env(env_id)
-    eval_env = make_gym_env(env_id)
+    env = make_seeded(env_id)
+    eval_env = make_seeded(env_id)
     low, high, obs_dim = _box_bounds(env, env_id)
     action_dim = low.shape[0]
     rng = np.random.default_rng(seed)

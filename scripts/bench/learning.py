@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from mbrl.evaluation import evaluate_policy
+from mbrl.gym_env import make_seeded
 from mbrl.rl.policies import SB3Policy
 from mbrl.rl.sac import SACConfig
-from mbrl.rl.train_sac import EVAL_SEED_OFFSET, SACTrainConfig, make_gym_env, train_sac
+from mbrl.rl.train_sac import EVAL_SEED_OFFSET, SACTrainConfig, train_sac
 from mbrl.utils import set_threads
 
 DEFAULT_STEPS = {"Pendulum-v1": 10_000, "InvertedPendulum-v5": 15_000}
@@ -54,7 +55,7 @@ def run_sb3(env_id: str, steps: int, seed: int, args: argparse.Namespace) -> dic
     from stable_baselines3 import SAC as SB3SAC
     from stable_baselines3.common.logger import configure
 
-    env = make_gym_env(env_id)
+    env = make_seeded(env_id)
     model = SB3SAC(
         "MlpPolicy", env, learning_rate=3e-4, buffer_size=steps, learning_starts=args.learning_starts,
         batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
@@ -64,7 +65,7 @@ def run_sb3(env_id: str, steps: int, seed: int, args: argparse.Namespace) -> dic
     start = time.perf_counter()
     model.learn(total_timesteps=steps, progress_bar=False)
     train_s = time.perf_counter() - start
-    eval_env = make_gym_env(env_id)
+    eval_env = make_seeded(env_id)
     result = evaluate_policy(eval_env, SB3Policy(model, deterministic=True), args.eval_episodes,
                              seed=seed + EVAL_SEED_OFFSET)
     env.close()
@@ -78,7 +79,7 @@ def run_sb3(env_id: str, steps: int, seed: int, args: argparse.Namespace) -> dic
 
 
 def random_baseline(env_id: str, seed: int, episodes: int) -> float:
-    env = make_gym_env(env_id)
+    env = make_seeded(env_id)
     space = env.action_space
     rng = np.random.default_rng(seed)
     result = evaluate_policy(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from envs import get_spec
 from mbrl.models.dynamics_reward import DynamicsReward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.hypernet import HyperNetworkModel
@@ -73,7 +74,7 @@ MODEL_CASES: list[ModelCase] = [
     ModelCase("dummy-noisy", lambda: DummyModel(4, 2, noise_std=0.1), stochastic=True),
     ModelCase(
         "known-functions-ensemble",
-        lambda: KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), "Hopper-v5"),
+        lambda: KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), get_spec("Hopper-v5")),
         stochastic=True,
         batch=_hopper_batch,
     ),
@@ -82,7 +83,7 @@ MODEL_CASES: list[ModelCase] = [
     ModelCase(
         "morec-filtered-ensemble",
         lambda: RewardConsistentFilter(
-            KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), "Hopper-v5"),
+            KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, _small(), seed=2), get_spec("Hopper-v5")),
             DynamicsReward(11, 3, seed=0),
         ),
         stochastic=True,

@@ -15,6 +15,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.logger import configure
 
+from envs import get_spec
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.rollouts import ModelEnv, VectorModelEnv
@@ -48,13 +49,13 @@ def test_checkers_pass_on_dummy_env() -> None:
 
 def test_checkers_pass_on_ensemble_env_with_real_spaces(hopper_model: ProbabilisticEnsemble) -> None:
     data = random_dataset("Hopper-v5", 2000, episode_len=100, seed=0)
-    env = ModelEnv(hopper_model, data.observations, env_id="Hopper-v5")
+    env = ModelEnv(hopper_model, data.observations, spec=get_spec("Hopper-v5"))
     assert env.observation_space.shape == (11,) and env.action_space.shape == (3,)
     assert env.max_episode_steps == 1000
     gym_check_env(env, skip_render_check=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sb3_check_env(ModelEnv(hopper_model, data.observations, env_id="Hopper-v5"))
+        sb3_check_env(ModelEnv(hopper_model, data.observations, spec=get_spec("Hopper-v5")))
 
 
 def test_step_semantics_are_exact() -> None:
@@ -106,7 +107,7 @@ def test_seeding_makes_episodes_reproducible() -> None:
 
 def test_sb3_sac_learns_in_model_env(hopper_model: ProbabilisticEnsemble, tmp_path: object) -> None:
     data = random_dataset("Hopper-v5", 2000, episode_len=100, seed=0)
-    env = ModelEnv(hopper_model, data.observations, env_id="Hopper-v5", max_episode_steps=50)
+    env = ModelEnv(hopper_model, data.observations, spec=get_spec("Hopper-v5"), max_episode_steps=50)
     agent = SAC("MlpPolicy", env, learning_starts=100, batch_size=64, policy_kwargs={"net_arch": [32, 32]}, seed=0)
     agent.set_logger(configure(None, []))
     before = [p.detach().clone() for p in agent.actor.parameters()]
@@ -172,7 +173,7 @@ def test_vector_env_one_batched_call_and_seeding() -> None:
 
 
 def test_bad_construction() -> None:
-    with pytest.raises(ValueError, match="action_space or env_id"):
+    with pytest.raises(ValueError, match="action_space or spec"):
         ModelEnv(DummyModel(), np.zeros((1, 3), np.float32))
     with pytest.raises(ValueError, match="start_obs"):
         ModelEnv(DummyModel(), np.zeros((1, 4), np.float32), action_space=BOX)

@@ -288,7 +288,7 @@ def test_filtered_ensemble_meets_the_world_model_contract(
     batch = hopper.to_batch().index(slice(0, 64))
 
     def factory() -> RewardConsistentFilter:
-        inner = KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, SMALL, seed=2), "Hopper-v5")
+        inner = KnownFunctionsModel.for_env(ProbabilisticEnsemble(11, 3, SMALL, seed=2), get_spec("Hopper-v5"))
         return RewardConsistentFilter(inner, reward)
 
     check_world_model(factory, batch=batch, stochastic=True)
