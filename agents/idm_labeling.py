@@ -132,13 +132,15 @@ def make_agent(
 
         return BCAgent(bc_preset(source, preset, **loop), dataset=dataset, run_dir=run_dir)
     if name in ("ravl", "mopo"):
-        from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+        from agents.mopo import mopo_preset
+        from agents.offline_model_based import OfflineModelBasedAgent
+        from agents.ravl import ravl_preset
 
         make = ravl_preset if name == "ravl" else mopo_preset
         config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})
         if fit_max_time_s is not None:
             config = replace(config, fit=replace(config.fit, max_time_s=fit_max_time_s))
-        return RAVLAgent(config, dataset=dataset, run_dir=run_dir)
+        return OfflineModelBasedAgent(config, dataset=dataset, run_dir=run_dir)
     raise ValueError(f"unknown agent {name!r} (bc, ravl, mopo)")
 
 

@@ -83,11 +83,11 @@ class ModelOptions:
 
 def _run_model_based(algo: str) -> Callable[[Any, RunOptions, ModelOptions], int]:
     def run(config: Any, options: RunOptions, extra: ModelOptions) -> int:
-        from agents.ravl import RAVLAgent
+        from agents.offline_model_based import OfflineModelBasedAgent
 
         _check_filter(config.filter, config.dynamics_reward)
         config, model = _with_model(config, extra.model_dir)
-        return _run(RAVLAgent, config, _run_dir(options, algo, config), options.resume, algo, model, extra.model_dir)
+        return _run(OfflineModelBasedAgent, config, _run_dir(options, algo, config), options.resume, algo, model, extra.model_dir)
 
     return run
 
@@ -117,7 +117,7 @@ def _ravl_config(dataset: str, preset: str, _: object) -> Any:
 
 
 def _mopo_config(dataset: str, preset: str, _: object) -> Any:
-    from agents.ravl import mopo_preset
+    from agents.mopo import mopo_preset
 
     return mopo_preset(dataset, preset)  # type: ignore[arg-type]
 
@@ -134,12 +134,14 @@ def _config_type(module: str, name: str) -> type:
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
-def _model_based_command(algo: str, description: str, preset: Callable[[str, str, object], Any]) -> ConfigCommand:
-    """``mbrl train ravl|mopo``: a :class:`RAVLConfig` command with ``--model-dir``."""
+def _model_based_command(
+    algo: str, description: str, preset: Callable[[str, str, object], Any], config_type: type
+) -> ConfigCommand:
+    """``mbrl train ravl|mopo``: a ``RAVLConfig`` / ``MOPOConfig`` command with ``--model-dir``."""
     return ConfigCommand(
         name=algo,
         description=description,
-        config_type=_config_type("agents.ravl", "RAVLConfig"),
+        config_type=config_type,
         target="dataset",
         target_path="loop.dataset",
         preset=preset,
@@ -155,6 +157,7 @@ TRAIN_RAVL = _model_based_command(
     "path or local Minari id). paper: the released values, 3M updates; cpu: 50k updates, 5k rollouts per epoch, "
     "bf16.",
     _ravl_config,
+    _config_type("agents.ravl", "RAVLConfig"),
 )
 
 TRAIN_MOPO = _model_based_command(
@@ -163,6 +166,7 @@ TRAIN_MOPO = _model_based_command(
     "id); lambda and h are MOPO's released values for the dataset named by its id or file name (docs/presets.md). "
     "paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16.",
     _mopo_config,
+    _config_type("agents.mopo", "MOPOConfig"),
 )
 
 TRAIN_BC = ConfigCommand(
@@ -184,7 +188,9 @@ def load_run_agent(run_dir: str | Path) -> Any:
         ValueError: the run is not an offline run (no ``algo`` in ravl/mopo/bc).
     """
     from agents.bc import BCAgent, BCAgentConfig
-    from agents.ravl import RAVLAgent, RAVLConfig
+    from agents.mopo import MOPOConfig
+    from agents.offline_model_based import OfflineModelBasedAgent
+    from agents.ravl import RAVLConfig
     from mbrl.run import RunDir, config_from_dict
 
     run = RunDir(Path(run_dir))
@@ -195,7 +201,8 @@ def load_run_agent(run_dir: str | Path) -> Any:
     data.pop("model_dir", None)  # a reused ensemble: its architecture is in the config, its weights in the checkpoint
     agent: Any
     if algo in ("ravl", "mopo"):
-        agent = RAVLAgent(config_from_dict(RAVLConfig, data), fit_model=False)
+        config_type = RAVLConfig if algo == "ravl" else MOPOConfig
+        agent = OfflineModelBasedAgent(config_from_dict(config_type, data), fit_model=False)
     elif algo == "bc":
         agent = BCAgent(config_from_dict(BCAgentConfig, data))
     else:

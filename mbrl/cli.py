@@ -359,12 +359,14 @@ def _for_terminal(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _plain_type_help(kind: Any, seen: set[type] | None = None) -> None:
-    """A config dataclass and the ones nested in it (their fields' help is in their docstrings) with their
-    docstrings in :func:`plain_help` form."""
+    """A config dataclass, the ones it derives from and the ones nested in it (their fields' help is in their
+    docstrings) with their docstrings in :func:`plain_help` form."""
     seen = set() if seen is None else seen
     if dataclasses.is_dataclass(kind) and isinstance(kind, type) and kind not in seen:
         seen.add(kind)
         kind.__doc__ = plain_help(kind.__doc__ or "")
+        for base in kind.__mro__[1:]:  # tyro reads a field's help from the first class in the MRO that has it
+            _plain_type_help(base, seen)
         for field_type in typing.get_type_hints(kind).values():
             _plain_type_help(field_type, seen)
 

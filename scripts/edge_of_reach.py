@@ -28,7 +28,9 @@ def run_one(
     method: str, dynamics: str, dataset: str, seed: int, updates: int, preset: str, eval_every: int, out: Path,
     rollouts_per_epoch: int | None,
 ) -> dict[str, Any]:
-    from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+    from agents.mopo import mopo_preset
+    from agents.offline_model_based import OfflineModelBasedAgent
+    from agents.ravl import ravl_preset
     from mbrl.logging import Logger, read_csv
 
     make = ravl_preset if method == "ravl" else mopo_preset
@@ -41,7 +43,7 @@ def run_one(
     config = make(dataset, preset, **overrides)  # type: ignore[arg-type]
     run_dir = out / f"{method}-{dynamics}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh log per run (the Logger appends to an existing CSV)
-    agent = RAVLAgent(config, run_dir=None)
+    agent = OfflineModelBasedAgent(config, run_dir=None)
     start = time.perf_counter()
     with Logger(run_dir, total=updates, desc=f"{method}/{dynamics} s{seed}", console_keys=["train/q_mean", "eval/normalized_score"]) as logger:
         final = agent.learn(logger)

@@ -250,7 +250,9 @@ def score_run(
 ) -> dict[str, Any]:
     import shutil
 
-    from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+    from agents.mopo import mopo_preset
+    from agents.offline_model_based import OfflineModelBasedAgent
+    from agents.ravl import ravl_preset
     from mbrl.logging import Logger
 
     make = ravl_preset if method == "ravl" else mopo_preset
@@ -267,7 +269,7 @@ def score_run(
     config = make(args.dataset, "quick" if args.quick else args.preset, **overrides)  # type: ignore[arg-type]
     run_dir = out / "scores" / f"{method}-{filt}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh log (the Logger appends to an existing CSV)
-    agent = RAVLAgent(config, dataset=data)
+    agent = OfflineModelBasedAgent(config, dataset=data)
     start = time.perf_counter()
     with Logger(run_dir, total=args.updates, desc=f"{method}/{filt} s{seed}",
                 console_keys=["eval/normalized_score", "rollout/mean_length"]) as logger:

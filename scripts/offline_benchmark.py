@@ -113,7 +113,9 @@ def run_one(
     the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``); ``settings`` override
     fields of the RAVL/MOPO config (not BC's)."""
     from agents.bc import BCAgent, bc_preset
-    from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+    from agents.mopo import mopo_preset
+    from agents.offline_model_based import OfflineModelBasedAgent
+    from agents.ravl import ravl_preset
     from mbrl.logging import Logger, read_csv
 
     done = run_dir / "result.json"
@@ -135,7 +137,7 @@ def run_one(
         learner = {k[4:]: extra.pop(k) for k in list(extra) if k.startswith("sac.")}  # e.g. sac.critic_layer_norm
         config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
         config = replace(config, sac=replace(config.sac, **learner))
-        agent = RAVLAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
+        agent = OfflineModelBasedAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
     # A run killed before its first checkpoint (inside the model fit) keeps the fit's progress file, which the
     # agent continues; its log restarts at step 0 either way.
     resume_step = agent.num_updates if agent.resume() else 0

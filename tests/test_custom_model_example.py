@@ -200,13 +200,13 @@ def test_dyna_with_a_wrong_shaped_model_fails_at_its_first_rollout() -> None:
 
 
 def test_mopo_penalises_the_example_models_uncertainty_and_names_a_model_without_one() -> None:
-    from agents.ravl import RAVLAgent, mopo_preset
+    from agents.mopo import MOPOAgent, mopo_preset
     from tests.models.data import random_dataset
 
     data = random_dataset("InvertedPendulum-v5", 300, episode_len=100, seed=0)
     config = mopo_preset("<in memory>", "quick", loop_updates=5, loop_eval_every=0, loop_eval_episodes=1)
     config = replace(config, rollouts_per_epoch=50, fit=replace(config.fit, max_epochs=1))
-    agent = RAVLAgent(config, dataset=data, model=make_model())
+    agent = MOPOAgent(config, dataset=data, model=make_model())
     agent.learn()
     unc = agent.last_rollout["rollout/mean_uncertainty"]
     assert unc > 0.0
@@ -219,6 +219,6 @@ def test_mopo_penalises_the_example_models_uncertainty_and_names_a_model_without
             s = super().predict(obs, action, **kwargs)
             return ModelStep(s.next_obs, s.reward, s.terminated, {})
 
-    agent = RAVLAgent(config, dataset=data, model=NoUncertainty(4, 1))
+    agent = MOPOAgent(config, dataset=data, model=NoUncertainty(4, 1))
     with pytest.raises(ValueError, match=r"NoUncertainty\.predict gives no info\['uncertainty'\]"):
         agent.learn()

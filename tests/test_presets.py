@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from agents.dyna import MBPO_ENVS, cpu_preset, mbpo_preset, sac_preset
-from agents.ravl import RAVL_SAC, mopo_preset, ravl_preset
+from agents.mopo import mopo_preset
+from agents.ravl import RAVL_SAC, ravl_preset
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 

@@ -3,6 +3,9 @@
 :class:`KnownFunctionsModel` replaces a model's ``terminated`` (and optionally ``reward``) with functions known
 exactly for the env (``envs.get_spec(env_id).term_fn`` / ``.reward_fn``). MBPO and MOPO do the same: the
 model learns the dynamics, termination comes from a hand-written function of ``next_obs``.
+
+:class:`UncertaintyPenalty` is MOPO's pessimism: the wrapped model's reward minus ``coef`` times its
+``info["uncertainty"]``.
 """
 
 from __future__ import annotations
@@ -118,3 +121,39 @@ class KnownFunctionsModel(DelegatingModel):
         if self.reward_fn is not None:
             parts.append(f"reward_fn={getattr(self.reward_fn, '__name__', self.reward_fn)}")
         return f"KnownFunctionsModel({', '.join(parts)})"
+
+
+class UncertaintyPenalty(DelegatingModel):
+    """A ``WorldModel`` wrapping another one with MOPO's penalised reward ``r - coef * info["uncertainty"]``
+    (Yu et al., "MOPO: Model-based Offline Policy Optimization", NeurIPS 2020); ``info["raw_reward"]`` keeps
+    the unpenalised reward.
+
+    Args:
+        model: the wrapped model; its ``predict`` must give ``info["uncertainty"] [B]``.
+        coef: lambda.
+    """
+
+    def __init__(self, model: WorldModel, coef: float) -> None:
+        self.model = model
+        self.coef = float(coef)
+        self.obs_dim = model.obs_dim
+        self.action_dim = model.action_dim
+
+    def predict(
+        self,
+        obs: Tensor,
+        action: Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> ModelStep:
+        step = self.model.predict(obs, action, deterministic=deterministic, generator=generator)
+        unc = step.info.get("uncertainty")
+        if unc is None:
+            raise ValueError(
+                f"{type(self.model).__name__}.predict gives no info['uncertainty'] for the MOPO penalty "
+                "(a ProbabilisticEnsemble needs full_info=True)"
+            )
+        info = dict(step.info)
+        info["raw_reward"] = step.reward
+        return ModelStep(step.next_obs, step.reward - self.coef * unc.to(step.reward), step.terminated, info)

@@ -35,7 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+from agents.mopo import mopo_preset
+from agents.offline_model_based import OfflineModelBasedAgent
+from agents.ravl import ravl_preset
 from envs.datasets import uniform_random_dataset
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.models.fit import FitConfig
@@ -72,7 +74,7 @@ def per_call_paired(a: Callable[[], Any], b: Callable[[], Any], calls: int, roun
     return best_a, best_b
 
 
-def profile(name: str, agent: RAVLAgent, updates: int) -> dict[str, Any]:
+def profile(name: str, agent: OfflineModelBasedAgent, updates: int) -> dict[str, Any]:
     c = agent.config
     t_rollout = per_call(agent.rollout_epoch, 1)  # fills the model buffer too
     batch = agent.sample_batch()
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = "quick" if args.quick else "cpu"
         fit = FitConfig(max_epochs=max(args.fit_epochs, 1), max_time_s=None)
         config = make(args.dataset or "mbrl/hopper/medium-v0", preset, fit=fit)  # type: ignore[arg-type]
-        agent = RAVLAgent(config, dataset=ds, fit_model=args.fit_epochs > 0)
+        agent = OfflineModelBasedAgent(config, dataset=ds, fit_model=args.fit_epochs > 0)
         if args.fit_epochs > 0:
             agent._prepare()
         results.append(profile(name, agent, 5 if args.quick else args.updates))

@@ -28,7 +28,8 @@ from agents.bc import BCAgent, bc_preset
 from agents.dyna import DynaAgent
 from agents.hypercrl import HyperCRLAgent, HyperCRLConfig
 from agents.lipschitz import lipschitz_preset, make_lipschitz_agent
-from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+from agents.mopo import mopo_preset
+from agents.ravl import RAVLAgent, ravl_preset
 from mbrl.data import OfflineDataset
 from mbrl.logging import Logger, read_csv
 from mbrl.planning import MPPIConfig

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from agents.dyna import DynaAgent, RolloutSchedule
-from agents.ravl import RAVLAgent, mopo_preset, ravl_preset
+from agents.mopo import mopo_preset
+from agents.ravl import RAVLAgent, ravl_preset
 from mbrl.data import OfflineDataset
 from mbrl.types import TransitionBatch
 from tests.agents.test_dyna import tiny_config

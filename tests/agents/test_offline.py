@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from agents.bc import BCAgent, bc_preset
+from agents.mopo import mopo_preset
 from agents.offline import EVAL_SEED_OFFSET
 from agents.offline_commands import evaluate_run
-from agents.ravl import RAVLAgent, UncertaintyPenalty, mopo_preset, ravl_preset
+from agents.ravl import RAVLAgent, ravl_preset
 from envs import get_spec, make_env
 from mbrl.cli import main as cli_main
 from mbrl.data import OfflineDataset, save_npz
@@ -29,6 +30,7 @@ from mbrl.evaluation import (
 from mbrl.logging import read_csv
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.true_dynamics import TrueDynamicsModel
+from mbrl.models.wrappers import UncertaintyPenalty
 
 REF_MIN, REF_MAX = -20.0, 3000.0
 
@@ -117,6 +119,7 @@ def test_smoke_run_logs_normalized_score(algo: str, dataset: OfflineDataset) -> 
     assert final["eval/normalized_score"] == pytest.approx(100 * (result.return_mean - REF_MIN) / (REF_MAX - REF_MIN))
     if isinstance(agent, RAVLAgent):
         assert agent.config.sac.num_critics == (4 if algo == "ravl" else 2)
+        assert agent.config_dict()["algo"] == algo  # the config's type names the algorithm
         assert len(agent.model_buffer) > 0
 
 

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule
-from agents.ravl import RAVLAgent, UncertaintyPenalty, mopo_preset, ravl_preset
+from agents.mopo import mopo_preset
+from agents.ravl import RAVLAgent, ravl_preset
 from envs import get_spec
 from mbrl.checkpoint import CheckpointError
 from mbrl.cli import main as cli_main
@@ -32,7 +33,7 @@ from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.models.morec import RewardConsistentFilter
 from mbrl.models.protocol import Ensemble
-from mbrl.models.wrappers import KnownFunctionsModel
+from mbrl.models.wrappers import KnownFunctionsModel, UncertaintyPenalty
 from mbrl.rl.sac import SACConfig
 from mbrl.rollouts import rollout
 from mbrl.types import Metrics, ModelStep, TransitionBatch
