@@ -1,5 +1,5 @@
 """Offline behaviour cloning (the baseline of the RAVL/MOPO comparison): :class:`mbrl.rl.bc.BC` trained on
-uniform minibatches of the dataset inside the shared offline loop (:mod:`agents.offline`)."""
+uniform minibatches of the dataset inside the shared offline loop (:mod:`mbrl.agents.offline`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
+from mbrl.agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from mbrl.data import OfflineDataset
 from mbrl.rl.bc import BC, BCConfig
 from mbrl.types import Metrics

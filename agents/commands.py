@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agents.dyna import DynaAgent, DynaConfig, dyna_preset, sac_preset
+from mbrl.agents.dyna import DynaAgent, DynaConfig, dyna_preset, sac_preset
 from mbrl.checkpoint import config_to_dict
 from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.logging import Logger, write_tensorboard_video
@@ -160,16 +160,16 @@ def eval_run(
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     stored = run.read_config()
     if stored.get("algo") == "hypercrl":  # MPC on a learned model (mbrl run-demo)
-        from agents.loading import load
+        from mbrl.agents.loading import load
 
         result = load(run_dir).agent.evaluate(episodes, seed=seed)
         out = {k.removeprefix("eval/"): v for k, v in result.items()}
     elif "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
-        from agents.offline_commands import evaluate_run
+        from mbrl.agents.offline_commands import evaluate_run
 
         out = evaluate_run(run_dir, episodes, seed=seed)
     else:
-        from agents.loading import load_online_agent
+        from mbrl.agents.loading import load_online_agent
 
         result = load_online_agent(run).evaluate(episodes, seed=seed)
         out = {
@@ -190,8 +190,8 @@ def eval_run(
 def record_video(run: RunDir, episodes: int, seed: int) -> Path:
     """``RUN_DIR/videos/eval.mp4`` of the run's deterministic policy (``episodes`` episodes from ``seed``), also
     added to the run's TensorBoard events as ``eval/video`` (an animated GIF, IMAGES tab) at the run's last step."""
-    from agents.loading import load
-    from envs import make_env
+    from mbrl.agents.loading import load
+    from mbrl.envs import make_env
     from mbrl.evaluation import record_episodes, write_mp4
 
     if episodes < 1:
@@ -220,7 +220,7 @@ def demo_config(seed: int = 0, total_steps: int = 1000) -> Any:
     model (:class:`MLPDynamicsConfig`, the HyperCRL loop's single-task baseline) learns from the env steps (200
     uniform-random, then planned; 400 gradient steps every 200 env steps) and MPPI plans on it (horizon 30 =
     1.5 s, 200 samples, 5 iterations); 3 evaluation episodes every 250 steps."""
-    from agents.hypercrl import HyperCRLConfig
+    from mbrl.agents.hypercrl import HyperCRLConfig
     from mbrl.planning import MPPIConfig
 
     return HyperCRLConfig(
@@ -245,7 +245,7 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
     """
     import time
 
-    from agents.hypercrl import HyperCRLAgent
+    from mbrl.agents.hypercrl import HyperCRLAgent
     from mbrl.cli import clear_run_dir
     from mbrl.logging import read_csv
     from mbrl.utils import set_threads

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import tyro
 
-from envs import get_spec, make_env, require_term_fn
 from mbrl.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, rng_state, save_run_checkpoint
 from mbrl.data import ReplayBuffer
+from mbrl.envs import get_spec, make_env, require_term_fn
 from mbrl.logging import Logger
 from mbrl.loops import OnlineLoop, OnlineSchedule
 from mbrl.models.contract import require_world_model
@@ -64,7 +64,7 @@ class DynaConfig:
     """Configuration of a Dyna (MBPO-style) run.
 
     Attributes:
-        env_id: a registered env (``envs.supported_envs()``).
+        env_id: a registered env (``mbrl.envs.supported_envs()``).
         total_steps: real env steps.
         seed: seeds the env, the buffers' numpy RNG and the learner's torch generator.
         use_model: False gives plain model-free SAC with the same loop (``mbrl train sac``).

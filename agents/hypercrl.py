@@ -1,7 +1,7 @@
 """HyperCRL: continual model-based RL with a task-conditioned hypernetwork, and its baselines, in one loop.
 
 Follows Huang et al., "Continual Model-Based Reinforcement Learning with Hypernetworks" (ICRA 2021). The agent
-meets a sequence of tasks (``envs.task_families``) whose dynamics differ; for each task it
+meets a sequence of tasks (``mbrl.envs.task_families``) whose dynamics differ; for each task it
 
 1. acts with uniformly random actions for ``random_steps`` env steps, then with MPC (MPPI or CEM over the
    current task's model and the family's known reward/termination functions) for the rest of the task's
@@ -52,8 +52,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.task_families import TaskFamily, get_family, make_task_env
 from mbrl.checkpoint import load_checkpoint, save_checkpoint
+from mbrl.envs.task_families import TaskFamily, get_family, make_task_env
 from mbrl.logging import Logger
 from mbrl.models.hypernet import HyperNetConfig, HyperNetworkModel
 from mbrl.models.multihead import MLPDynamicsConfig, MLPDynamicsModel
@@ -78,7 +78,7 @@ class HyperCRLConfig:
 
     Attributes:
         method: ``"hypercrl"``, ``"finetune"``, ``"coreset"`` or ``"multitask"`` (see the module doc).
-        family: task family name (``envs.task_families.FAMILIES``).
+        family: task family name (``mbrl.envs.task_families.FAMILIES``).
         num_tasks: how many tasks of the family's sequence to learn (``None``: all).
         seed: master seed.
         steps_per_task: env steps collected per task (random + planned).

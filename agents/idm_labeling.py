@@ -56,7 +56,7 @@ class IDMLabelConfig:
             or ``"uniform"``.
         return_quantile: pool of the ``"low-return"`` selection.
         agent: the offline agent trained on the union.
-        preset: the agent's budget preset (``agents.bc.bc_preset`` / ``agents.ravl.ravl_preset``).
+        preset: the agent's budget preset (``mbrl.agents.bc.bc_preset`` / ``mbrl.agents.ravl.ravl_preset``).
         seed: seeds the split, the IDM and the agent.
         idm: the inverse dynamics model.
     """
@@ -128,13 +128,13 @@ def make_agent(
     require_actions(dataset, f"the {name} agent")
     source = dataset_path if dataset_path is not None else dataset.source
     if name == "bc":
-        from agents.bc import BCAgent, bc_preset
+        from mbrl.agents.bc import BCAgent, bc_preset
 
         return BCAgent(bc_preset(source, preset, **loop), dataset=dataset, run_dir=run_dir)
     if name in ("ravl", "mopo"):
-        from agents.mopo import mopo_preset
-        from agents.offline_model_based import OfflineModelBasedAgent
-        from agents.ravl import ravl_preset
+        from mbrl.agents.mopo import mopo_preset
+        from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+        from mbrl.agents.ravl import ravl_preset
 
         make = ravl_preset if name == "ravl" else mopo_preset
         config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})

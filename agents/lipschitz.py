@@ -14,7 +14,7 @@ noise and regularizing the value network's spectral norm"); here they are:
 
 Both are options of :class:`mbrl.rl.sac.SACConfig` (``critic_spectral_norm_layers``, ``adv_*``);
 :class:`LipschitzConfig` holds this agent's defaults and writes them into a SAC config. There is no separate
-training loop: the agent is :class:`agents.dyna.DynaAgent` with the config of :func:`lipschitz_preset` and the
+training loop: the agent is :class:`mbrl.agents.dyna.DynaAgent` with the config of :func:`lipschitz_preset` and the
 :class:`LipschitzDiagnostics` refit hook, which logs ``train/critic_lipschitz`` and, where the toolkit has the
 true dynamics (Hopper, HalfCheetah, Walker2d), ``model/bellman_gap``.
 """
@@ -27,8 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from agents.commands import run_online
-from agents.dyna import DynaAgent, DynaConfig, dyna_preset
+from mbrl.agents.commands import run_online
+from mbrl.agents.dyna import DynaAgent, DynaConfig, dyna_preset
 from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.models.protocol import WorldModel
 from mbrl.models.true_dynamics import SUPPORTED as TRUE_DYNAMICS_ENVS
@@ -106,7 +106,7 @@ def lipschitz_preset(
     Args:
         env_id: a registered env id.
         regularized: switch the critic regulariser on (False: the paper's "single model" baseline).
-        base: the Dyna preset (:func:`agents.dyna.dyna_preset`: ``"paper"`` = MBPO's released config, ``"cpu"``,
+        base: the Dyna preset (:func:`mbrl.agents.dyna.dyna_preset`: ``"paper"`` = MBPO's released config, ``"cpu"``,
             ``"quick"``); everything but the model size and the critic is taken from it, so the three arms of the
             experiment differ only in those.
         deterministic_model: one deterministic network instead of one probabilistic (Gaussian) member.

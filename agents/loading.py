@@ -88,7 +88,7 @@ def load(run_dir: str | Path) -> LoadedAgent:
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint yet.
     """
-    from agents.offline_commands import load_run_agent
+    from mbrl.agents.offline_commands import load_run_agent
 
     run = RunDir(Path(run_dir))
     if not run.config_path.is_file():
@@ -109,7 +109,7 @@ def load_planning_agent(run: RunDir) -> Any:
     Raises:
         FileNotFoundError: the run has no checkpoint yet.
     """
-    from agents.hypercrl import HyperCRLAgent, HyperCRLConfig
+    from mbrl.agents.hypercrl import HyperCRLAgent, HyperCRLConfig
 
     stored = {k: v for k, v in run.read_config().items() if k != "algo"}
     agent = HyperCRLAgent(config_from_dict(HyperCRLConfig, stored))
@@ -126,7 +126,7 @@ def load_online_agent(run: RunDir) -> Any:
     Raises:
         FileNotFoundError: the run has no checkpoint yet.
     """
-    from agents.dyna import DynaAgent, DynaConfig
+    from mbrl.agents.dyna import DynaAgent, DynaConfig
 
     agent = DynaAgent(config_from_dict(DynaConfig, dict(run.read_config())))
     path = run.latest_checkpoint()

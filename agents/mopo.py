@@ -1,14 +1,14 @@
 """MOPO: offline model-based RL with an uncertainty-penalised reward.
 
 Yu et al., "MOPO: Model-based Offline Policy Optimization" (NeurIPS 2020). The loop is
-:mod:`agents.offline_model_based`'s, shared with RAVL (:mod:`agents.ravl`): 2 critics, and the reward of every
+:mod:`mbrl.agents.offline_model_based`'s, shared with RAVL (:mod:`mbrl.agents.ravl`): 2 critics, and the reward of every
 model transition is penalised by ``penalty_coef * u(s, a)`` where ``u`` is the ensemble's ``max_e ||sigma_e(s, a)||``
 over all members (``info["uncertainty"]`` of ``ProbabilisticEnsemble`` with ``full_info=True``; the penalty link of
-the model chain, :mod:`agents.model_chain`); lambda and k per dataset from the released configs
+the model chain, :mod:`mbrl.agents.model_chain`); lambda and k per dataset from the released configs
 (:data:`MOPO_TASKS`). Every preset value and its source: ``docs/presets.md`` (checked by ``tests/test_presets.py``).
 
-Run it with :class:`~agents.offline_model_based.OfflineModelBasedAgent` (also named ``MOPOAgent`` and
-``agents.ravl.RAVLAgent``).
+Run it with :class:`~mbrl.agents.offline_model_based.OfflineModelBasedAgent` (also named ``MOPOAgent`` and
+``mbrl.agents.ravl.RAVLAgent``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from agents.offline_model_based import OfflineModelBasedAgent, OfflineModelBasedConfig, Preset, preset_config
+from mbrl.agents.offline_model_based import (
+    OfflineModelBasedAgent,
+    OfflineModelBasedConfig,
+    Preset,
+    preset_config,
+)
 from mbrl.models.ensemble import EnsembleConfig
 from mbrl.rl.sac import SACConfig
 
@@ -46,7 +51,7 @@ MOPO_DEFAULT_TASK = (1.0, 5)
 
 @dataclass(frozen=True)
 class MOPOConfig(OfflineModelBasedConfig):
-    """A MOPO run (every field: :class:`~agents.offline_model_based.OfflineModelBasedConfig`).
+    """A MOPO run (every field: :class:`~mbrl.agents.offline_model_based.OfflineModelBasedConfig`).
 
     Attributes:
         sac: the learner (MOPO: 2 critics, no EDAC).

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import tyro
 
-from envs import make_env
 from mbrl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -35,6 +34,7 @@ from mbrl.checkpoint import (
     save_run_checkpoint,
 )
 from mbrl.data import OfflineDataset, load_dataset
+from mbrl.envs import make_env
 from mbrl.evaluation import resolve_reference_scores
 from mbrl.logging import Logger
 from mbrl.loops import EVAL_SEED_OFFSET, OfflineLoop, OfflineSchedule, eval_seed, evaluate

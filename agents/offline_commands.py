@@ -83,7 +83,7 @@ class ModelOptions:
 
 def _run_model_based(algo: str) -> Callable[[Any, RunOptions, ModelOptions], int]:
     def run(config: Any, options: RunOptions, extra: ModelOptions) -> int:
-        from agents.offline_model_based import OfflineModelBasedAgent
+        from mbrl.agents.offline_model_based import OfflineModelBasedAgent
 
         _check_filter(config.filter, config.dynamics_reward)
         config, model = _with_model(config, extra.model_dir)
@@ -93,7 +93,7 @@ def _run_model_based(algo: str) -> Callable[[Any, RunOptions, ModelOptions], int
 
 
 def _run_bc(config: Any, options: RunOptions, _: object) -> int:
-    from agents.bc import BCAgent
+    from mbrl.agents.bc import BCAgent
 
     return _run(BCAgent, config, _run_dir(options, "bc", config), options.resume, "bc")
 
@@ -104,26 +104,26 @@ def _run_dir(options: RunOptions, algo: str, config: Any) -> str:
         return options.run_dir
     if options.resume:
         raise ValueError("--resume needs the --run-dir of the run to continue")
-    from agents.commands import default_run_dir
+    from mbrl.agents.commands import default_run_dir
 
     label = Path(config.loop.dataset).stem if Path(config.loop.dataset).suffix else config.loop.dataset
     return default_run_dir(algo, label.replace("/", "-"))
 
 
 def _ravl_config(dataset: str, preset: str, _: object) -> Any:
-    from agents.ravl import ravl_preset
+    from mbrl.agents.ravl import ravl_preset
 
     return ravl_preset(dataset, preset)  # type: ignore[arg-type]
 
 
 def _mopo_config(dataset: str, preset: str, _: object) -> Any:
-    from agents.mopo import mopo_preset
+    from mbrl.agents.mopo import mopo_preset
 
     return mopo_preset(dataset, preset)  # type: ignore[arg-type]
 
 
 def _bc_config(dataset: str, preset: str, _: object) -> Any:
-    from agents.bc import bc_preset
+    from mbrl.agents.bc import bc_preset
 
     return bc_preset(dataset, preset)
 
@@ -157,7 +157,7 @@ TRAIN_RAVL = _model_based_command(
     "path or local Minari id). paper: the released values, 3M updates; cpu: 50k updates, 5k rollouts per epoch, "
     "bf16.",
     _ravl_config,
-    _config_type("agents.ravl", "RAVLConfig"),
+    _config_type("mbrl.agents.ravl", "RAVLConfig"),
 )
 
 TRAIN_MOPO = _model_based_command(
@@ -166,13 +166,13 @@ TRAIN_MOPO = _model_based_command(
     "id); lambda and h are MOPO's released values for the dataset named by its id or file name (docs/presets.md). "
     "paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16.",
     _mopo_config,
-    _config_type("agents.mopo", "MOPOConfig"),
+    _config_type("mbrl.agents.mopo", "MOPOConfig"),
 )
 
 TRAIN_BC = ConfigCommand(
     name="bc",
     description="Train behaviour cloning on a dataset (.hdf5 / .npz path or local Minari id).",
-    config_type=_config_type("agents.bc", "BCAgentConfig"),
+    config_type=_config_type("mbrl.agents.bc", "BCAgentConfig"),
     target="dataset",
     target_path="loop.dataset",
     preset=_bc_config,
@@ -187,10 +187,10 @@ def load_run_agent(run_dir: str | Path) -> Any:
         FileNotFoundError: no config or no checkpoint.
         ValueError: the run is not an offline run (no ``algo`` in ravl/mopo/bc).
     """
-    from agents.bc import BCAgent, BCAgentConfig
-    from agents.mopo import MOPOConfig
-    from agents.offline_model_based import OfflineModelBasedAgent
-    from agents.ravl import RAVLConfig
+    from mbrl.agents.bc import BCAgent, BCAgentConfig
+    from mbrl.agents.mopo import MOPOConfig
+    from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+    from mbrl.agents.ravl import RAVLConfig
     from mbrl.run import RunDir, config_from_dict
 
     run = RunDir(Path(run_dir))
@@ -260,7 +260,7 @@ def make_dataset(
         sac_steps: override the preset's behaviour-training steps.
         split_size: override the preset's split size.
     """
-    from envs.datasets import dataset_preset, make_datasets, minari_root
+    from mbrl.envs.datasets import dataset_preset, make_datasets, minari_root
 
     overrides: dict[str, Any] = {"seed": seed, "namespace": namespace}
     if sac_steps is not None:

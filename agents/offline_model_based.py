@@ -3,7 +3,7 @@
 
 A world model is fitted once on the dataset; every ``updates_per_epoch`` updates, ``rollouts_per_epoch`` start
 states are drawn from the dataset and rolled out ``rollout_length`` (k) steps with the current stochastic policy
-through the model chain (:mod:`agents.model_chain`: dynamics -> known termination -> filter -> penalty); a model
+through the model chain (:mod:`mbrl.agents.model_chain`: dynamics -> known termination -> filter -> penalty); a model
 buffer keeps the rollouts of the last ``retain_epochs`` epochs; each SAC update draws ``real_ratio`` of its batch
 from the dataset and the rest from the model buffer.
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import tyro
 
-from agents.model_chain import ModelChainConfig, build_model_chain
-from agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
-from envs import get_spec, require_term_fn
+from mbrl.agents.model_chain import ModelChainConfig, build_model_chain
+from mbrl.agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from mbrl.data import OfflineDataset
+from mbrl.envs import get_spec, require_term_fn
 from mbrl.models.dynamics_reward import dynamics_reward_preset, train_dynamics_reward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
@@ -40,7 +40,7 @@ from mbrl.types import Metrics, TransitionBatch
 
 @dataclass(frozen=True)
 class OfflineModelBasedConfig:
-    """An offline model-based run; :class:`~agents.ravl.RAVLConfig` and :class:`~agents.mopo.MOPOConfig` set its
+    """An offline model-based run; :class:`~mbrl.agents.ravl.RAVLConfig` and :class:`~mbrl.agents.mopo.MOPOConfig` set its
     defaults and name the algorithm.
 
     Attributes:
@@ -195,7 +195,7 @@ class OfflineModelBasedAgent(OfflineAgent):
     """RAVL or MOPO (per its config's type and model chain) on an offline dataset.
 
     Args:
-        config: the run (:class:`~agents.ravl.RAVLConfig` or :class:`~agents.mopo.MOPOConfig`).
+        config: the run (:class:`~mbrl.agents.ravl.RAVLConfig` or :class:`~mbrl.agents.mopo.MOPOConfig`).
         dataset: the data (default: loaded from ``config.loop.dataset``).
         model: a world model to use instead of the one ``config.dynamics`` names (any ``WorldModel``). It is
             fitted on the dataset before training unless ``fit_model=False``.

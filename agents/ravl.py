@@ -2,7 +2,7 @@
 
 Sims, Lu, Foerster & Teh, "The Edge-of-Reach Problem in Offline Model-Based Reinforcement Learning" (NeurIPS
 2024). The loop (a world model fitted once on the dataset, MBPO-style k-step rollouts from dataset states, batches
-mixing dataset and model rows) is :mod:`agents.offline_model_based`'s, shared with MOPO (:mod:`agents.mopo`).
+mixing dataset and model rows) is :mod:`mbrl.agents.offline_model_based`'s, shared with MOPO (:mod:`mbrl.agents.mopo`).
 RAVL uses NO dynamics-uncertainty penalty: its pessimism is SAC-N's (N=10 critics, target = min over all critics)
 plus the EDAC diversity term (eta), which detects the "edge-of-reach" states (reached only as the last state of a
 truncated rollout, so their values are never trained) through the critics' disagreement there. Released defaults
@@ -10,13 +10,13 @@ truncated rollout, so their values are never trained) through the critics' disag
 epochs, 3000 epochs, 3 x 256 nets (:data:`RAVL_SAC`). Every preset value and its source: ``docs/presets.md``
 (checked by ``tests/test_presets.py``).
 
-The model chain (:mod:`agents.model_chain`) takes MOREC's reward-consistent filter (``filter="morec"``) or the
+The model chain (:mod:`mbrl.agents.model_chain`) takes MOREC's reward-consistent filter (``filter="morec"``) or the
 true dynamics (``dynamics="true"``) as it does for MOPO. The edge-of-reach contrast: with the TRUE dynamics the
 uncertainty is zero, MOPO's penalty vanishes and its Q-values explode, while RAVL's critic ensemble still
 penalises the edge-of-reach states. ``scripts/edge_of_reach.py`` runs that experiment.
 
 ``RAVLAgent`` is the offline model-based agent both algorithms share (it runs MOPO given a
-:class:`~agents.mopo.MOPOConfig`).
+:class:`~mbrl.agents.mopo.MOPOConfig`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-# MOPO's names lived here before MOPO had its own module: ``from agents.ravl import mopo_preset`` keeps working.
-from agents.mopo import MOPO_DEFAULT_TASK, MOPO_SAC, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
-from agents.offline_model_based import OfflineModelBasedAgent, OfflineModelBasedConfig, Preset, preset_config
+# MOPO's names lived here before MOPO had its own module: ``from mbrl.agents.ravl import mopo_preset`` keeps working.
+from mbrl.agents.mopo import MOPO_DEFAULT_TASK, MOPO_SAC, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
+from mbrl.agents.offline_model_based import (
+    OfflineModelBasedAgent,
+    OfflineModelBasedConfig,
+    Preset,
+    preset_config,
+)
 from mbrl.models.wrappers import UncertaintyPenalty
 from mbrl.rl.sac import SACConfig
 
 
 @dataclass(frozen=True)
 class RAVLConfig(OfflineModelBasedConfig):
-    """A RAVL run (every field: :class:`~agents.offline_model_based.OfflineModelBasedConfig`).
+    """A RAVL run (every field: :class:`~mbrl.agents.offline_model_based.OfflineModelBasedConfig`).
 
     Attributes:
         sac: the learner (RAVL: ``num_critics=10, edac_eta=1.0``).

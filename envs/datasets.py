@@ -47,9 +47,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from envs.registry import get_spec, make_env
 from mbrl.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from mbrl.data import OfflineDataset, ReplayBuffer, save_minari
+from mbrl.envs.registry import get_spec, make_env
 from mbrl.evaluation import evaluate_policy
 from mbrl.loops import OnlineLoop, OnlineSchedule
 from mbrl.rl.policies import TorchPolicy

@@ -18,9 +18,9 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs import rewards, termination
-from envs.rewards import RewardFn
-from envs.termination import TermFn
+from mbrl.envs import rewards, termination
+from mbrl.envs.rewards import RewardFn
+from mbrl.envs.termination import TermFn
 from mbrl.gym_env import make_seeded
 
 
@@ -33,10 +33,10 @@ class EnvSpec:
         obs_dim: observation size D (default constructor arguments).
         action_dim: action size A.
         term_fn: ``(obs [B, D], action [B, A], next_obs [B, D]) -> terminated [B]`` float 0/1, reproducing the
-            env's own termination (see :mod:`envs.termination`); ``None`` for an env registered without one
+            env's own termination (see :mod:`mbrl.envs.termination`); ``None`` for an env registered without one
             (model-free agents run on it; model-based agents refuse it until one is registered).
         reward_fn: ``(obs, action, next_obs) -> reward [B]`` where the reward is a function of the observed
-            transition, else ``None`` (the model must learn the reward). See :mod:`envs.rewards`.
+            transition, else ``None`` (the model must learn the reward). See :mod:`mbrl.envs.rewards`.
         reward_note: how exact ``reward_fn`` is, or why there is none.
         max_episode_steps: the ``TimeLimit`` gymnasium registers (steps after which ``truncated``).
         d4rl_name: the env's name in D4RL dataset ids (``"hopper"`` in ``hopper-medium-v2``), or ``None``.
@@ -151,7 +151,7 @@ def register_env(
             registers it).
         term_fn: the env's termination as a batched torch function of ``(obs, action, next_obs)``; ``None``: the
             toolkit does not know it (model-free SAC runs; Dyna, RAVL and MOPO refuse the env by name).
-            ``envs.termination.never_terminates`` for an env that only truncates.
+            ``mbrl.envs.termination.never_terminates`` for an env that only truncates.
         reward_fn: the reward as such a function, when it is one of the observed transition.
         reward_note: how exact ``reward_fn`` is, or why there is none.
         d4rl_name: the env's name in D4RL dataset ids, if any.
@@ -194,7 +194,7 @@ def get_spec(env_id: str) -> EnvSpec:
         return register_env(env_id)
     raise ValueError(
         f"unknown env id {env_id!r}: gymnasium does not know it (registered here: {', '.join(_SPECS)}; "
-        "import the package that registers it, then envs.register_env)"
+        "import the package that registers it, then mbrl.envs.register_env)"
     )
 
 
@@ -203,7 +203,7 @@ def require_term_fn(spec: EnvSpec, who: str) -> TermFn:
     if spec.term_fn is None:
         raise ValueError(
             f"{who}: {spec.env_id} has no registered termination function, which model rollouts need; register "
-            f"one with envs.register_env({spec.env_id!r}, term_fn=...) (envs.termination.never_terminates if "
+            f"one with mbrl.envs.register_env({spec.env_id!r}, term_fn=...) (mbrl.envs.termination.never_terminates if "
             "the env only truncates), or train model-free SAC"
         )
     return spec.term_fn

@@ -11,7 +11,7 @@ Which rewards are (not) functions of the observed transition:
 - InvertedPendulum-v5: ``1 - terminated``: exact.
 - InvertedDoublePendulum-v5: ``10 (1 - terminated) - 0.01 x_tip² - (y_tip - 2)² - 1e-3 v1² - 5e-3 v2²``.
   The tip comes from forward kinematics of ``next_obs`` (one RK4 stage later than the env's
-  ``site_xpos``, see :func:`envs.termination.idp_tip`) and the velocities from ``next_obs``, which clips them
+  ``site_xpos``, see :func:`mbrl.envs.termination.idp_tip`) and the velocities from ``next_obs``, which clips them
   to ±10: approximate, error about 1e-4 on unclipped rows.
 - HalfCheetah/Hopper/Walker2d/Ant-v5: the forward reward is ``(x_after - x_before) / dt``, a finite
   difference of the torso's x position over ``frame_skip`` physics substeps. The x position is not in the
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from envs.termination import idp_tip, inverted_double_pendulum_term_fn, inverted_pendulum_term_fn
+from mbrl.envs.termination import idp_tip, inverted_double_pendulum_term_fn, inverted_pendulum_term_fn
 
 RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 

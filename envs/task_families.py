@@ -365,7 +365,7 @@ def make_task_env(
         family: a key of :data:`FAMILIES`.
         task_index: index into the sequence.
         seed: if given, the env is reset once with it and its spaces are seeded, so later unseeded resets are
-            reproducible (same convention as :func:`envs.registry.make_env`).
+            reproducible (same convention as :func:`mbrl.envs.registry.make_env`).
         sequence: a custom sequence of the family's task type (default: the family's own).
         max_episode_steps: override the family's time limit.
     """

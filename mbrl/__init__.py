@@ -10,10 +10,10 @@ from typing import Any
 
 
 def load(run_dir: Any) -> Any:
-    """The agent of ``run_dir`` at its latest checkpoint (see ``agents.loading.load``); ``.predict(obs)`` acts.
+    """The agent of ``run_dir`` at its latest checkpoint (see ``mbrl.agents.loading.load``); ``.predict(obs)`` acts.
 
     The one entry point of the core that reaches the agents layer, lazily (as the ``mbrl`` command does).
     """
-    from agents.loading import load as load_run
+    from mbrl.agents.loading import load as load_run
 
     return load_run(run_dir)

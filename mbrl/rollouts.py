@@ -304,7 +304,7 @@ class ModelEnv(gym.Env[np.ndarray, np.ndarray]):
     Args:
         model: the WorldModel.
         start_obs: ``[N, D]`` start observations (e.g. a dataset's ``observations``).
-        spec: the env's :class:`mbrl.types.EnvInfo` (e.g. ``envs.get_spec("Hopper-v5")``): default spaces (from
+        spec: the env's :class:`mbrl.types.EnvInfo` (e.g. ``mbrl.envs.get_spec("Hopper-v5")``): default spaces (from
             ``gymnasium.make(spec.env_id)``), ``term_fn`` and ``max_episode_steps`` come from it.
         observation_space: overrides (default: the env's, or an unbounded Box).
         action_space: overrides (required without ``spec``).

@@ -28,9 +28,9 @@ def run_one(
     method: str, dynamics: str, dataset: str, seed: int, updates: int, preset: str, eval_every: int, out: Path,
     rollouts_per_epoch: int | None,
 ) -> dict[str, Any]:
-    from agents.mopo import mopo_preset
-    from agents.offline_model_based import OfflineModelBasedAgent
-    from agents.ravl import ravl_preset
+    from mbrl.agents.mopo import mopo_preset
+    from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+    from mbrl.agents.ravl import ravl_preset
     from mbrl.logging import Logger, read_csv
 
     make = ravl_preset if method == "ravl" else mopo_preset
@@ -110,8 +110,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def quick_dataset(out: Path) -> str:
     """A tiny generated Hopper dataset (medium-replay of a short behaviour run) as an npz file."""
-    from envs.datasets import dataset_preset, make_datasets, minari_root
     from mbrl.data import load_dataset, save_npz
+    from mbrl.envs.datasets import dataset_preset, make_datasets, minari_root
 
     path = out / "quick-hopper.npz"
     if path.is_file():

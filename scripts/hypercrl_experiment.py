@@ -2,10 +2,10 @@
 
 Reproduces, in kind, the claim of Huang et al. ("Continual Model-Based Reinforcement Learning with
 Hypernetworks", ICRA 2021): HyperCRL forgets clearly less than fine-tuning and lands near the coreset baseline.
-Tasks (``envs.task_families``, family ``pendulum``): ``default`` (g=10, m=1, l=1), ``heavy-long`` (g=12,
+Tasks (``mbrl.envs.task_families``, family ``pendulum``): ``default`` (g=10, m=1, l=1), ``heavy-long`` (g=12,
 m=1.25, l=1.2) and ``reversed`` (default physics, motor wired backwards).
 
-For each (method, seed) the continual loop of ``agents.hypercrl`` runs all three tasks and evaluates every task
+For each (method, seed) the continual loop of ``mbrl.agents.hypercrl`` runs all three tasks and evaluates every task
 seen so far after each one. Printed and written to ``OUT/results.json``: the return matrix ``R[i, j]`` (task
 ``i`` after training task ``j``), the one-step model error matrix, the random-policy return per task and the
 forgetting measures (``retention = (R[i, last] - rand_i) / (R[i, i] - rand_i)``; the raw ratio ``R[i, last] /
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agents.hypercrl import ContinualResult, HyperCRLAgent, HyperCRLConfig  # noqa: E402
+from mbrl.agents.hypercrl import ContinualResult, HyperCRLAgent, HyperCRLConfig  # noqa: E402
 from mbrl.checkpoint import config_to_dict  # noqa: E402
 from mbrl.logging import Logger  # noqa: E402
 from mbrl.planning import MPPIConfig  # noqa: E402

@@ -40,7 +40,7 @@ def prepare(
     dataset_id: str, seed: int, fraction: float, idm_preset: str, out: Path, selection: str = "low-return"
 ) -> dict[str, Any]:
     """Split, fit the IDM, measure its error on the unlabelled part; returns the three training sets."""
-    from agents.idm_labeling import fit_idm, label_union
+    from mbrl.agents.idm_labeling import fit_idm, label_union
     from mbrl.data import OfflineDataset, load_dataset
     from mbrl.data.splitting import labelled_episode_indices
     from mbrl.models.inverse_dynamics import action_errors
@@ -81,7 +81,7 @@ def errors_by_return_quarter(proxy: np.ndarray, held: Any) -> list[dict[str, flo
 def run_agent(
     algo: str, data: Any, seed: int, preset: str, updates: int | None, run_dir: Path, fit_max_time: float | None = None
 ) -> dict[str, Any]:
-    from agents.idm_labeling import make_agent
+    from mbrl.agents.idm_labeling import make_agent
 
     done = run_dir / "result.json"
     if done.is_file():
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from envs.datasets import dataset_preset, make_datasets, minari_id, minari_root
+    from mbrl.envs.datasets import dataset_preset, make_datasets, minari_id, minari_root
 
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -49,8 +49,8 @@ def dataset(out: Path) -> str:
     """A small random Hopper dataset (5000 transitions) as ``.npz``."""
     path = out / "hopper.npz"
     if not path.is_file():
-        from envs.datasets import uniform_random_dataset
         from mbrl.data import save_npz
+        from mbrl.envs.datasets import uniform_random_dataset
 
         ds = uniform_random_dataset("Hopper-v5", 5000, seed=0)
         ds.metadata = {"ref_min_score": -20.0, "ref_max_score": 3234.3}

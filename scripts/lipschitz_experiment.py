@@ -1,6 +1,6 @@
 """Is a model ensemble necessary? (Zheng et al., ICLR 2023) -- three Dyna arms at equal env steps:
 
-    (a) ensemble    MBPO-style Dyna with the 7-member probabilistic ensemble (``agents.dyna.cpu_preset``)
+    (a) ensemble    MBPO-style Dyna with the 7-member probabilistic ensemble (``mbrl.agents.dyna.cpu_preset``)
     (b) single      the same with ONE probabilistic model, plain critic (``lipschitz_preset(regularized=False)``)
     (c) single_lip  ONE model + Lipschitz-regularised critic (spectral norm + adversarial states)
 
@@ -47,8 +47,8 @@ LABELS = {
 
 
 def arm_config(arm: str, env: str, steps: int, seed: int, quick: bool) -> Any:
-    from agents.dyna import cpu_preset
-    from agents.lipschitz import lipschitz_preset
+    from mbrl.agents.dyna import cpu_preset
+    from mbrl.agents.lipschitz import lipschitz_preset
     from mbrl.models.fit import FitConfig
 
     common: dict[str, Any] = {"total_steps": steps, "seed": seed, "eval_every": max(250, steps // 10 // 250 * 250)}
@@ -82,8 +82,8 @@ def _curve(cols: dict[str, np.ndarray], key: str) -> list[list[float]]:
 
 def run_one(arm: str, env: str, steps: int, seed: int, quick: bool, run_dir: Path, diag_states: int) -> dict[str, Any]:
     """Run (or resume, or read back) one arm/seed; returns its result record."""
-    from agents.dyna import DynaAgent
-    from agents.lipschitz import LipschitzDiagnostics
+    from mbrl.agents.dyna import DynaAgent
+    from mbrl.agents.lipschitz import LipschitzDiagnostics
     from mbrl.logging import Logger, read_csv
     from mbrl.run import prepare_run_dir
 

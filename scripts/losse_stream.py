@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tyro  # noqa: E402
 
-import envs  # noqa: E402,F401  (installs the MuJoCo warning handler)
+import mbrl.envs  # noqa: E402,F401  (installs the MuJoCo warning handler)
 from mbrl.models.losse import LosseConfig, LosseModel  # noqa: E402
 from mbrl.nn import EnsembleMLP  # noqa: E402
 from mbrl.types import TransitionBatch  # noqa: E402

@@ -47,7 +47,7 @@ _KEYS = ("observations", "actions", "rewards", "next_observations", "terminals",
 
 def generate(env_id: str, steps: int, episode_len: int, seed: int) -> OfflineDataset:
     """``steps`` real transitions from a mix of random, sticky-random and noisy periodic behaviours."""
-    from envs import make_env
+    from mbrl.envs import make_env
 
     env = make_env(env_id, seed=seed)
     rng = np.random.default_rng(seed)

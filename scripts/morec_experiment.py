@@ -250,9 +250,9 @@ def score_run(
 ) -> dict[str, Any]:
     import shutil
 
-    from agents.mopo import mopo_preset
-    from agents.offline_model_based import OfflineModelBasedAgent
-    from agents.ravl import ravl_preset
+    from mbrl.agents.mopo import mopo_preset
+    from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+    from mbrl.agents.ravl import ravl_preset
     from mbrl.logging import Logger
 
     make = ravl_preset if method == "ravl" else mopo_preset
@@ -365,8 +365,8 @@ def plot(err: dict[str, Any], path: Path, title: str) -> None:
 # --------------------------------------------------------------------------------------------------- main
 def quick_dataset(out: Path) -> str:
     """A tiny generated Hopper dataset (random actions, 100-step episodes) as an npz file."""
-    from envs import make_env
     from mbrl.data import save_npz
+    from mbrl.envs import make_env
 
     path = out / "quick-hopper.npz"
     if path.is_file():
@@ -434,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model_dir) if args.model_dir else out / "model"
 
-    from envs.datasets import minari_root
     from mbrl.data import load_dataset
+    from mbrl.envs.datasets import minari_root
 
     with minari_root(args.minari_root):
         data = load_dataset(args.dataset, env_id=args.env_id)

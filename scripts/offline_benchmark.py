@@ -112,10 +112,10 @@ def run_one(
     """One run, skipped if ``run_dir/result.json`` exists, continued from its latest checkpoint if it has one. ``filt="morec"`` puts the reward-consistent filter on
     the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``); ``settings`` override
     fields of the RAVL/MOPO config (not BC's)."""
-    from agents.bc import BCAgent, bc_preset
-    from agents.mopo import mopo_preset
-    from agents.offline_model_based import OfflineModelBasedAgent
-    from agents.ravl import ravl_preset
+    from mbrl.agents.bc import BCAgent, bc_preset
+    from mbrl.agents.mopo import mopo_preset
+    from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+    from mbrl.agents.ravl import ravl_preset
     from mbrl.logging import Logger, read_csv
 
     done = run_dir / "result.json"
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--set needs --tag (the arm's name in run dirs and the table)")
     import torch
 
-    from envs.datasets import dataset_preset, make_datasets, minari_id, minari_root
+    from mbrl.envs.datasets import dataset_preset, make_datasets, minari_id, minari_root
 
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.commands import TRAIN_DYNA, TRAIN_SAC
-from agents.dyna import DynaConfig, sac_preset
-from agents.lipschitz import TRAIN_LIPSCHITZ
-from agents.offline_commands import TRAIN_BC, TRAIN_MOPO, TRAIN_RAVL
+from mbrl.agents.commands import TRAIN_DYNA, TRAIN_SAC
+from mbrl.agents.dyna import DynaConfig, sac_preset
+from mbrl.agents.lipschitz import TRAIN_LIPSCHITZ
+from mbrl.agents.offline_commands import TRAIN_BC, TRAIN_MOPO, TRAIN_RAVL
 from mbrl.cli import ConfigCommand, RunOptions, command_flags, config_flags, main, run_config_command
 from mbrl.logging import read_csv
 from mbrl.sweep.spec import command_info

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from agents.dyna import DynaAgent, cpu_preset
+from mbrl.agents.dyna import DynaAgent, cpu_preset
 from mbrl.cli import main as cli_main
 from mbrl.models.contract import ContractError, check_world_model, env_batch, load_factory
 from mbrl.models.protocol import Ensemble, InverseDynamics, TaskConditioned, WorldModel
@@ -200,7 +200,7 @@ def test_dyna_with_a_wrong_shaped_model_fails_at_its_first_rollout() -> None:
 
 
 def test_mopo_penalises_the_example_models_uncertainty_and_names_a_model_without_one() -> None:
-    from agents.mopo import MOPOAgent, mopo_preset
+    from mbrl.agents.mopo import MOPOAgent, mopo_preset
     from tests.models.data import random_dataset
 
     data = random_dataset("InvertedPendulum-v5", 300, episode_len=100, seed=0)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from agents.dyna import MBPO_ENVS, cpu_preset, mbpo_preset, sac_preset
-from agents.mopo import mopo_preset
-from agents.ravl import RAVL_SAC, ravl_preset
+from mbrl.agents.dyna import MBPO_ENVS, cpu_preset, mbpo_preset, sac_preset
+from mbrl.agents.mopo import mopo_preset
+from mbrl.agents.ravl import RAVL_SAC, ravl_preset
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 

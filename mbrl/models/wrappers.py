@@ -1,7 +1,7 @@
 """WorldModels that wrap a WorldModel.
 
 :class:`KnownFunctionsModel` replaces a model's ``terminated`` (and optionally ``reward``) with functions known
-exactly for the env (``envs.get_spec(env_id).term_fn`` / ``.reward_fn``). MBPO and MOPO do the same: the
+exactly for the env (``mbrl.envs.get_spec(env_id).term_fn`` / ``.reward_fn``). MBPO and MOPO do the same: the
 model learns the dynamics, termination comes from a hand-written function of ``next_obs``.
 
 :class:`UncertaintyPenalty` is MOPO's pessimism: the wrapped model's reward minus ``coef`` times its
@@ -67,7 +67,7 @@ class KnownFunctionsModel(DelegatingModel):
     @classmethod
     def for_env(cls, model: WorldModel, spec: EnvInfo, *, use_reward_fn: bool = True) -> KnownFunctionsModel:
         """Wrap ``model`` with the termination (and reward, when known) functions of the env ``spec``
-        (e.g. ``envs.get_spec("Hopper-v5")``)."""
+        (e.g. ``mbrl.envs.get_spec("Hopper-v5")``)."""
         return cls(model, term_fn=spec.term_fn, reward_fn=spec.reward_fn if use_reward_fn else None)
 
     def __getattr__(self, name: str) -> Any:

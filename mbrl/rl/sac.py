@@ -11,7 +11,7 @@ Follows Haarnoja et al., "Soft Actor-Critic Algorithms and Applications" (2018) 
 - Lipschitz-regularised critic (Zheng et al., ICLR 2023): spectral normalisation of chosen critic layers and
   adversarial perturbation of the critic's observation input (PGD/FGSM inside an epsilon ball, extra TD loss on
   the perturbed inputs), plus optional Gaussian input noise. The paper names the two mechanisms; the loss form
-  and the numbers are this toolkit's (see ``agents.lipschitz.LipschitzConfig`` for the provenance); here every
+  and the numbers are this toolkit's (see ``mbrl.agents.lipschitz.LipschitzConfig`` for the provenance); here every
   option is off by default.
 - bf16 autocast of the forward passes (matmuls in bf16, fp32 master weights, losses in fp32).
 

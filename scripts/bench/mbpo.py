@@ -1,6 +1,6 @@
 """MBPO end to end on Hopper-v5: seconds per 1k env steps with the split, and how the model fit scales with data.
 
-1. **Window.** ``DynaAgent`` with MBPO's released per-env config (:func:`agents.dyna.mbpo_preset`: UTD 20,
+1. **Window.** ``DynaAgent`` with MBPO's released per-env config (:func:`mbrl.agents.dyna.mbpo_preset`: UTD 20,
    100k rollouts per refit every 250 steps, 7 x 4 x 200 ensemble fitted with MBPO's stopping rule) runs its random
    warm-up (5000 steps, untimed), then a timed window of ``--window`` env steps. Printed per 1k env steps:
    SAC updates, model fits, rollouts, the rest (env steps, buffers, batch assembly) and evaluation (one
@@ -33,16 +33,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.dyna import DynaAgent, mbpo_preset
-from envs.datasets import uniform_random_dataset
+from mbrl.agents.dyna import DynaAgent, mbpo_preset
 from mbrl.data import OfflineDataset, load_dataset
+from mbrl.envs.datasets import uniform_random_dataset
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.utils import cpu_name
 
 ENV = "Hopper-v5"
 MBPO_FIT = FitConfig(max_epochs=None, max_time_s=None)  # MBPO: patience 5, min improvement 1 %
-CPU_FIT = FitConfig(max_epochs=15, max_time_s=30.0)  # the cpu preset's cap (agents.dyna.cpu_preset)
+CPU_FIT = FitConfig(max_epochs=15, max_time_s=30.0)  # the cpu preset's cap (mbrl.agents.dyna.cpu_preset)
 
 
 def window(steps: int, bf16: bool, quick: bool) -> dict[str, float]:
@@ -51,11 +51,10 @@ def window(steps: int, bf16: bool, quick: bool) -> dict[str, float]:
     if quick:
         config = replace(config, init_random_steps=300, rollouts_per_step=20, utd=2,
                          ensemble=replace(config.ensemble, hidden=32), fit=FitConfig(max_epochs=2))
-    config = replace(config, total_steps=config.init_random_steps, sac=replace(config.sac, use_bf16=bf16))
+    config = replace(config, total_steps=config.init_random_steps + steps, sac=replace(config.sac, use_bf16=bf16))
     agent = DynaAgent(config)
-    agent.learn()  # the random warm-up (and the first refit at its last step), untimed
+    agent.env_loop.run(until=config.init_random_steps)  # the random warm-up (and the first refit at its end), untimed
     before = (agent.policy_time_s, agent.model_time_s, agent.rollout_time_s)
-    agent.config = replace(config, total_steps=config.init_random_steps + steps)
     start = time.perf_counter()
     agent.learn()  # ends with one evaluation (eval_every=0): timed separately below
     total = time.perf_counter() - start

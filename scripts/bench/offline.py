@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.mopo import mopo_preset
-from agents.offline_model_based import OfflineModelBasedAgent
-from agents.ravl import ravl_preset
-from envs.datasets import uniform_random_dataset
+from mbrl.agents.mopo import mopo_preset
+from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+from mbrl.agents.ravl import ravl_preset
 from mbrl.data import OfflineDataset, load_dataset
+from mbrl.envs.datasets import uniform_random_dataset
 from mbrl.models.fit import FitConfig
 from mbrl.utils import cpu_name
 

@@ -87,7 +87,7 @@ def make_model() -> RidgeWorldModel:
 # ----------------------------------------------------------------------------------------- using it, unchanged
 def run_dyna(quick: bool, seed: int, steps: int) -> tuple[Any, dict[str, float]]:
     """Dyna (MBPO-style) on InvertedPendulum-v5 with the ridge model; returns (agent, final evaluation)."""
-    from agents.dyna import DynaAgent, cpu_preset
+    from mbrl.agents.dyna import DynaAgent, cpu_preset
 
     config = cpu_preset("InvertedPendulum-v5", seed=seed, model_training="online", eval_every=0, checkpoint_every=0)
     if quick:
@@ -101,7 +101,7 @@ def run_dyna(quick: bool, seed: int, steps: int) -> tuple[Any, dict[str, float]]
 
 def run_ravl(dyna_agent: Any, quick: bool, seed: int, updates: int) -> dict[str, float]:
     """RAVL on the Dyna run's replay data (an offline "replay" dataset) with a fresh ridge model."""
-    from agents.ravl import RAVLAgent, ravl_preset
+    from mbrl.agents.ravl import RAVLAgent, ravl_preset
 
     dataset = dyna_agent.real_buffer.to_dataset(env_id="InvertedPendulum-v5", source="dyna replay (example)")
     config = ravl_preset("<in memory>", "quick" if quick else "cpu", loop_seed=seed, loop_env_id="InvertedPendulum-v5",

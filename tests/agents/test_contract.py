@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.bc import BCAgent, bc_preset
-from agents.dyna import DynaAgent
-from agents.hypercrl import HyperCRLAgent, HyperCRLConfig
-from agents.lipschitz import lipschitz_preset, make_lipschitz_agent
-from agents.mopo import mopo_preset
-from agents.ravl import RAVLAgent, ravl_preset
+from mbrl.agents.bc import BCAgent, bc_preset
+from mbrl.agents.dyna import DynaAgent
+from mbrl.agents.hypercrl import HyperCRLAgent, HyperCRLConfig
+from mbrl.agents.lipschitz import lipschitz_preset, make_lipschitz_agent
+from mbrl.agents.mopo import mopo_preset
+from mbrl.agents.ravl import RAVLAgent, ravl_preset
 from mbrl.data import OfflineDataset
 from mbrl.logging import Logger, read_csv
 from mbrl.planning import MPPIConfig

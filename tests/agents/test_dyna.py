@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset
+from mbrl.agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset
 from mbrl.cli import main
 from mbrl.logging import Logger, read_csv
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.hypercrl import METHODS, ContinualResult, HyperCRLAgent, HyperCRLConfig
+from mbrl.agents.hypercrl import METHODS, ContinualResult, HyperCRLAgent, HyperCRLConfig
 from mbrl.logging import Logger, read_csv
 from mbrl.models.hypernet import HyperNetworkModel
 from mbrl.models.multihead import MLPDynamicsModel

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from agents.idm_labeling import label_union, make_agent, require_actions
-from envs.datasets import collect
+from mbrl.agents.idm_labeling import label_union, make_agent, require_actions
 from mbrl.cli import main as cli_main
 from mbrl.data import OfflineDataset, load_dataset, save_npz
+from mbrl.envs.datasets import collect
 from mbrl.models.inverse_dynamics import InverseDynamicsModel
 
 ENV = "Hopper-v5"
@@ -84,7 +84,7 @@ def test_end_to_end_idm_label_and_dataset_label(dataset: OfflineDataset, tmp_pat
     assert np.isfinite(result["idm"]["val_nll"]) and "eval/return_mean" in result["final"]
     assert any((run / "agent" / "checkpoints").iterdir())
     # the agent's folder is a run directory `mbrl eval` understands
-    from agents.offline_commands import evaluate_run
+    from mbrl.agents.offline_commands import evaluate_run
 
     assert np.isfinite(evaluate_run(run / "agent", 1)["return_mean"])
 

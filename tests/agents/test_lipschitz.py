@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset, mbpo_preset
-from agents.lipschitz import LipschitzConfig, LipschitzDiagnostics, lipschitz_preset, make_lipschitz_agent
-from envs import get_spec
+from mbrl.agents.dyna import DynaAgent, DynaConfig, RolloutSchedule, cpu_preset, mbpo_preset
+from mbrl.agents.lipschitz import (
+    LipschitzConfig,
+    LipschitzDiagnostics,
+    lipschitz_preset,
+    make_lipschitz_agent,
+)
 from mbrl.cli import main
+from mbrl.envs import get_spec
 from mbrl.logging import read_csv
 from mbrl.models.ensemble import EnsembleConfig
 from mbrl.models.fit import FitConfig

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mbrl
-from agents.loading import exported_action
+from mbrl.agents.loading import exported_action
 from mbrl.cli import main
 from mbrl.data import save_npz
 from tests.agents.test_offline import _random_hopper

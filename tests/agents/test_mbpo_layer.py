@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.dyna import DynaAgent, RolloutSchedule
-from agents.mopo import mopo_preset
-from agents.ravl import RAVLAgent, ravl_preset
+from mbrl.agents.dyna import DynaAgent, RolloutSchedule
+from mbrl.agents.mopo import mopo_preset
+from mbrl.agents.ravl import RAVLAgent, ravl_preset
 from mbrl.data import OfflineDataset
 from mbrl.types import TransitionBatch
 from tests.agents.test_dyna import tiny_config

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from agents.model_chain import ModelChainConfig, build_model_chain
-from agents.mopo import MOPO_DEFAULT_TASK, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
-from agents.ravl import RAVLConfig, ravl_preset
-from envs import get_spec
+from mbrl.agents.model_chain import ModelChainConfig, build_model_chain
+from mbrl.agents.mopo import MOPO_DEFAULT_TASK, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
+from mbrl.agents.ravl import RAVLConfig, ravl_preset
+from mbrl.envs import get_spec
 from mbrl.models.dynamics_reward import DynamicsReward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.morec import RewardConsistentFilter

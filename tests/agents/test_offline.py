@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from agents.bc import BCAgent, bc_preset
-from agents.mopo import mopo_preset
-from agents.offline import EVAL_SEED_OFFSET
-from agents.offline_commands import evaluate_run
-from agents.ravl import RAVLAgent, ravl_preset
-from envs import get_spec, make_env
+from mbrl.agents.bc import BCAgent, bc_preset
+from mbrl.agents.mopo import mopo_preset
+from mbrl.agents.offline import EVAL_SEED_OFFSET
+from mbrl.agents.offline_commands import evaluate_run
+from mbrl.agents.ravl import RAVLAgent, ravl_preset
 from mbrl.cli import main as cli_main
 from mbrl.data import OfflineDataset, save_npz
+from mbrl.envs import get_spec, make_env
 from mbrl.evaluation import (
     D4RL_REF_SCORES,
     evaluate_policy,
@@ -300,7 +300,7 @@ def test_dataset_without_env_is_a_clear_error(dataset: OfflineDataset) -> None:
 @pytest.mark.slow
 def test_ravl_beats_random_policy_on_a_generated_dataset(tmp_path: Path) -> None:
     """A short SAC behaviour run's medium-replay data; RAVL must clearly beat the uniform random policy."""
-    from envs.datasets import dataset_preset, make_datasets, minari_root
+    from mbrl.envs.datasets import dataset_preset, make_datasets, minari_root
 
     config = dataset_preset("Hopper-v5", "quick", sac_steps=4000, learning_starts=1000, split_size=1000, ref_episodes=10)
     ids = make_datasets(config, tmp_path / "work", out_dir=tmp_path / "minari", splits=("medium-replay",))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs import make_env
+from mbrl.envs import make_env
 
 
 @dataclass(frozen=True)

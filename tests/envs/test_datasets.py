@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs import get_spec
-from envs.datasets import SPLITS, BehaviourTrainer, dataset_preset, make_datasets, minari_root
 from mbrl.data import OfflineDataset, load_dataset
+from mbrl.envs import get_spec
+from mbrl.envs.datasets import SPLITS, BehaviourTrainer, dataset_preset, make_datasets, minari_root
 from mbrl.evaluation import reference_scores
 
 CONFIG = dataset_preset("Hopper-v5", "tiny", seed=3)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import EnvSpec, get_spec, make_env, supported_envs
+from mbrl.envs import EnvSpec, get_spec, make_env, supported_envs
 
 REQUIRED = (
     "HalfCheetah-v5",
@@ -123,9 +123,9 @@ def test_mujoco_warnings_do_not_write_log(tmp_path: Path, monkeypatch: pytest.Mo
 def test_any_gymnasium_env_for_sac_and_a_registered_termination_for_dyna(tmp_path: Path) -> None:
     """An env the registry did not know: model-free SAC trains on it as it is; Dyna refuses it by name until a
     termination function is registered, then trains."""
-    from agents.dyna import DynaAgent, cpu_preset
-    from envs import register_env, termination
+    from mbrl.agents.dyna import DynaAgent, cpu_preset
     from mbrl.cli import main
+    from mbrl.envs import register_env, termination
 
     assert "MountainCarContinuous-v0" not in supported_envs()
     run = tmp_path / "mcc"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from envs import get_spec, make_env, supported_envs
-from envs.rewards import PENDULUM_MAX_TORQUE
+from mbrl.envs import get_spec, make_env, supported_envs
+from mbrl.envs.rewards import PENDULUM_MAX_TORQUE
 from tests.envs.rollout_data import collect
 
 STEPS = 3000

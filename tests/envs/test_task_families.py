@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from envs.task_families import (
+from mbrl.envs.task_families import (
     FAMILIES,
     InvertedPendulumTask,
     PendulumTask,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs import get_spec, make_env
-from envs.termination import IDP_HINGE_HEIGHT, IDP_POLE_LENGTHS, idp_tip
+from mbrl.envs import get_spec, make_env
+from mbrl.envs.termination import IDP_HINGE_HEIGHT, IDP_POLE_LENGTHS, idp_tip
 from tests.envs.rollout_data import Rollout, collect, collect_ant_dropped
 
 STEPS = 3000

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from envs import make_env
 from mbrl.data.dataset import OfflineDataset
+from mbrl.envs import make_env
 
 
 @cache

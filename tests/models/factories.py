@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from envs import get_spec
+from mbrl.envs import get_spec
 from mbrl.models.dynamics_reward import DynamicsReward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.hypernet import HyperNetworkModel

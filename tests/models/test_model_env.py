@@ -15,7 +15,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.logger import configure
 
-from envs import get_spec
+from mbrl.envs import get_spec
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
 from mbrl.rollouts import ModelEnv, VectorModelEnv

@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from agents.dyna import DynaAgent, DynaConfig, RolloutSchedule
-from agents.mopo import mopo_preset
-from agents.ravl import RAVLAgent, ravl_preset
-from envs import get_spec
+from mbrl.agents.dyna import DynaAgent, DynaConfig, RolloutSchedule
+from mbrl.agents.mopo import mopo_preset
+from mbrl.agents.ravl import RAVLAgent, ravl_preset
 from mbrl.checkpoint import CheckpointError
 from mbrl.cli import main as cli_main
 from mbrl.data import OfflineDataset, save_npz
+from mbrl.envs import get_spec
 from mbrl.logging import read_csv
 from mbrl.models.contract import check_world_model
 from mbrl.models.dynamics_reward import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs import get_spec, make_env
+from mbrl.envs import get_spec, make_env
 from mbrl.models.true_dynamics import TrueDynamicsModel
 from mbrl.rl.lipschitz import bellman_gap, critic_lipschitz_estimate, policy_value
 from mbrl.rl.sac import SAC, SACConfig

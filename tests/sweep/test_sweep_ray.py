@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from envs import make_env
 from mbrl.data import OfflineDataset, save_npz
+from mbrl.envs import make_env
 from mbrl.logging import read_csv
 from mbrl.sweep.files import read_done, read_stopped
 from mbrl.sweep.report import write_report
