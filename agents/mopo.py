@@ -4,7 +4,7 @@ Yu et al., "MOPO: Model-based Offline Policy Optimization" (NeurIPS 2020). The l
 :mod:`mbrl.agents.offline_model_based`'s, shared with RAVL (:mod:`mbrl.agents.ravl`): 2 critics, and the reward of every
 model transition is penalised by ``penalty_coef * u(s, a)`` where ``u`` is the ensemble's ``max_e ||sigma_e(s, a)||``
 over all members (``info["uncertainty"]`` of ``ProbabilisticEnsemble`` with ``full_info=True``; the penalty link of
-the model chain, :mod:`mbrl.agents.model_chain`); lambda and k per dataset from the released configs
+the model chain, :mod:`mbrl.models.chain`); lambda and k per dataset from the released configs
 (:data:`MOPO_TASKS`). Every preset value and its source: ``docs/presets.md`` (checked by ``tests/test_presets.py``).
 
 Run it with :class:`~mbrl.agents.offline_model_based.OfflineModelBasedAgent` (also named ``MOPOAgent`` and

@@ -3,7 +3,7 @@
 
 A world model is fitted once on the dataset; every ``updates_per_epoch`` updates, ``rollouts_per_epoch`` start
 states are drawn from the dataset and rolled out ``rollout_length`` (k) steps with the current stochastic policy
-through the model chain (:mod:`mbrl.agents.model_chain`: dynamics -> known termination -> filter -> penalty); a model
+through the model chain (:mod:`mbrl.models.chain`: dynamics -> known termination -> filter -> penalty); a model
 buffer keeps the rollouts of the last ``retain_epochs`` epochs; each SAC update draws ``real_ratio`` of its batch
 from the dataset and the rest from the model buffer.
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import tyro
 
-from mbrl.agents.model_chain import ModelChainConfig, build_model_chain
 from mbrl.agents.offline import OfflineAgent, OfflineLoopConfig, torch_generator
 from mbrl.data import OfflineDataset
 from mbrl.envs import get_spec, require_term_fn
+from mbrl.models.chain import ModelChainConfig, build_model_chain
 from mbrl.models.dynamics_reward import dynamics_reward_preset, train_dynamics_reward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit

@@ -10,7 +10,7 @@ truncated rollout, so their values are never trained) through the critics' disag
 epochs, 3000 epochs, 3 x 256 nets (:data:`RAVL_SAC`). Every preset value and its source: ``docs/presets.md``
 (checked by ``tests/test_presets.py``).
 
-The model chain (:mod:`mbrl.agents.model_chain`) takes MOREC's reward-consistent filter (``filter="morec"``) or the
+The model chain (:mod:`mbrl.models.chain`) takes MOREC's reward-consistent filter (``filter="morec"``) or the
 true dynamics (``dynamics="true"``) as it does for MOPO. The edge-of-reach contrast: with the TRUE dynamics the
 uncertainty is zero, MOPO's penalty vanishes and its Q-values explode, while RAVL's critic ensemble still
 penalises the edge-of-reach states. ``scripts/edge_of_reach.py`` runs that experiment.

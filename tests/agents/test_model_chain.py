@@ -1,4 +1,4 @@
-"""The offline agents' model chain (``agents/model_chain.py``) and the RAVL / MOPO sibling configs built on it:
+"""The offline agents' model chain (``mbrl/models/chain.py``) and the RAVL / MOPO sibling configs built on it:
 each link wraps the previous one as configured, the chain's rules refuse what cannot run, and every preset gives
 the values the code gave before the chain existed (``offline_presets_reference.json``, written once by that code)."""
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from mbrl.agents.model_chain import ModelChainConfig, build_model_chain
 from mbrl.agents.mopo import MOPO_DEFAULT_TASK, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
 from mbrl.agents.ravl import RAVLConfig, ravl_preset
 from mbrl.envs import get_spec
+from mbrl.models.chain import ModelChainConfig, build_model_chain
 from mbrl.models.dynamics_reward import DynamicsReward
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.morec import RewardConsistentFilter
