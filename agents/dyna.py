@@ -345,7 +345,9 @@ class DynaAgent:
             checkpoint_every=config.checkpoint_every,
         )
         save = self.save_to_run_dir if self.run_dir is not None else None
-        self.env_loop = OnlineLoop(self, self.env, self.eval_env, schedule, seed=config.seed, rng=self.rng, save=save)
+        self.env_loop = OnlineLoop(
+            self, self.env, self.eval_env, schedule, seed=config.seed, rng=self.rng, reset_seed=config.seed, save=save
+        )
         self.model_seen_steps = 0  # real steps the model has been trained on (online mode)
         self.model_time_s = 0.0
         self.rollout_time_s = 0.0

@@ -55,6 +55,7 @@ import torch
 from mbrl.checkpoint import load_checkpoint, save_checkpoint
 from mbrl.envs.task_families import TaskFamily, get_family, make_task_env
 from mbrl.logging import Logger
+from mbrl.loops import OnlineLoop, OnlineSchedule
 from mbrl.models.hypernet import HyperNetConfig, HyperNetworkModel
 from mbrl.models.multihead import MLPDynamicsConfig, MLPDynamicsModel
 from mbrl.models.protocol import WorldModel
@@ -440,7 +441,8 @@ class HyperCRLAgent:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def learn_task(self, task: int, logger: Logger | None = None) -> Metrics:
-        """Collect ``steps_per_task`` transitions of ``task`` (random, then planned), training periodically."""
+        """Collect ``steps_per_task`` transitions of ``task`` (random, then planned), training periodically
+        (the env steps are :class:`mbrl.loops.OnlineLoop`'s; this task's learning is :class:`_TaskStream`)."""
         cfg = self.config
         self.current_task = task
         # HyperCRL: new embedding and normalisers, stores the regulariser's targets; MLP: a new head.
@@ -448,44 +450,13 @@ class HyperCRLAgent:
         self.planner.set_model(self.task_model(task))
         self.planner.reset()
         env = make_task_env(cfg.family, task, seed=int(self.rng.integers(2**31)))
-        obs, _ = env.reset()
-        episode_return, episode_returns = 0.0, []
-        last_train: Metrics = {}
-        for step in range(cfg.steps_per_task):
-            if step < cfg.random_steps:
-                action = self.rng.uniform(self.action_low, self.action_high).astype(np.float32)
-            else:
-                action = self.act(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            row = (
-                np.asarray(obs, np.float32),
-                np.asarray(action, np.float32),
-                float(reward),
-                np.asarray(next_obs, np.float32),
-                float(terminated),
-            )
-            held_out = (step + 1) % cfg.holdout_every == 0
-            (self.data[task].holdout if held_out else self.data[task].train).append(row)
-            episode_return += float(reward)
-            self.env_steps += 1
-            obs = next_obs
-            if terminated or truncated:
-                episode_returns.append(episode_return)
-                if logger is not None:
-                    logger.log({"train/episode_return": episode_return, "train/task": task}, self.env_steps)
-                episode_return = 0.0
-                obs, _ = env.reset()
-                self.planner.reset()
-            done_steps = step + 1
-            if done_steps >= cfg.random_steps and (done_steps - cfg.random_steps) % cfg.train_every == 0:
-                last_train = self.train_model()
-                if logger is not None:
-                    logger.log({f"model/{k}": v for k, v in last_train.items()}, self.env_steps)
-            if logger is not None and cfg.eval_every and done_steps % cfg.eval_every == 0:
-                ret, mse = self.evaluate_task(task)
-                logger.log({f"eval/return_task{task}": ret, f"eval/model_mse_task{task}": mse}, self.env_steps)
-            if logger is not None:
-                logger.advance(1)
+        learner = _TaskStream(self, task, evaluate=logger is not None)
+        schedule = OnlineSchedule(total_steps=cfg.steps_per_task, random_steps=cfg.random_steps, eval_episodes=0)
+        # The env was reset with its seed when built; the loop's first reset continues its stream (unseeded).
+        loop = OnlineLoop(learner, env, None, schedule, seed=cfg.seed, rng=self.rng, reset_seed=None,
+                          step_offset=self.env_steps)
+        loop.run(logger)
+        last_train, episode_returns = learner.last_train, learner.episode_returns
         env.close()
         if cfg.method == "coreset" and cfg.coreset_size > 0:
             stream = self.data[task].all_train()
@@ -548,3 +519,52 @@ class HyperCRLAgent:
         self.current_task = int(ckpt.extra.get("current_task", 0))
         self.env_steps = int(ckpt.extra.get("env_steps", 0))
         self.planner.set_model(self.task_model(self.current_task))
+
+
+class _TaskStream:
+    """One task of a HyperCRL run as an :class:`mbrl.loops.OnlineAgent`: the planner acts, each transition goes to
+    the task's training or held-out data (every ``holdout_every``-th), the model trains every ``train_every`` steps
+    after the random phase, and (with ``evaluate``) the task is evaluated every ``eval_every`` steps."""
+
+    def __init__(self, agent: HyperCRLAgent, task: int, *, evaluate: bool) -> None:
+        self.agent, self.task, self.evaluate = agent, task, evaluate
+        self.steps = 0
+        self.episode_return = 0.0
+        self.episode_returns: list[float] = []
+        self.last_train: Metrics = {}
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.agent.act(obs)
+
+    def observe(
+        self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+        truncated: bool,
+    ) -> None:
+        a, cfg = self.agent, self.agent.config
+        row = (
+            np.asarray(obs, np.float32),
+            np.asarray(action, np.float32),
+            float(reward),
+            np.asarray(next_obs, np.float32),
+            float(terminated),
+        )
+        self.steps += 1
+        held_out = self.steps % cfg.holdout_every == 0
+        (a.data[self.task].holdout if held_out else a.data[self.task].train).append(row)
+        self.episode_return += float(reward)
+        a.env_steps += 1
+        if terminated or truncated:
+            self.episode_returns.append(self.episode_return)
+            self.episode_return = 0.0
+            a.planner.reset()
+
+    def train(self, step: int) -> Metrics:
+        a, cfg = self.agent, self.agent.config
+        out: Metrics = {}
+        if step >= cfg.random_steps and (step - cfg.random_steps) % cfg.train_every == 0:
+            self.last_train = a.train_model()
+            out.update({f"model/{k}": v for k, v in self.last_train.items()})
+        if self.evaluate and cfg.eval_every and step % cfg.eval_every == 0:
+            ret, mse = a.evaluate_task(self.task)
+            out.update({f"eval/return_task{self.task}": ret, f"eval/model_mse_task{self.task}": mse})
+        return out

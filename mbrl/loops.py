@@ -129,11 +129,12 @@ class OnlineLoop:
         env: the training env; reset here with ``seed``.
         eval_env: the evaluation env (``None``: no evaluation).
         schedule: the step counts.
-        seed: the run's seed (first training reset, evaluation resets).
+        seed: the run's seed (the evaluation resets, :func:`eval_seed`).
         rng: draws the random warm-up actions (the agent's, so its stream stays where it was).
+        reset_seed: the seed of the first training reset (``None``: unseeded, the env's own stream).
         save: writes the agent's checkpoint (``None``: nothing is written).
-        reset_seed: the first training reset's seed when it differs from ``seed``.
         refs: reference scores for ``eval/normalized_score``.
+        step_offset: the log x-value of this loop's step 0 (a run made of several loops, e.g. one per task).
     """
 
     def __init__(
@@ -145,22 +146,23 @@ class OnlineLoop:
         *,
         seed: int,
         rng: np.random.Generator,
+        reset_seed: int | None,
         save: Callable[[], Any] | None = None,
-        reset_seed: int | None = None,
         refs: tuple[float, float] | None = None,
+        step_offset: int = 0,
     ) -> None:
         space = env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise ValueError(f"OnlineLoop: needs a Box action space, got {space}")
         self.agent, self.env, self.eval_env, self.schedule = agent, env, eval_env, schedule
-        self.seed, self.rng, self.save, self.refs = seed, rng, save, refs
+        self.seed, self.rng, self.save, self.refs, self.step_offset = seed, rng, save, refs, step_offset
         self.low = np.asarray(space.low, dtype=np.float32)
         self.high = np.asarray(space.high, dtype=np.float32)
         self.step = 0
         self.episode = 0
         self.episode_return = 0.0
         self.episode_length = 0
-        self.obs, _ = env.reset(seed=seed if reset_seed is None else reset_seed)
+        self.obs, _ = env.reset(seed=reset_seed)
 
     def evaluate(self, episodes: int | None = None, *, seed: int | None = None) -> Metrics:
         """The deterministic policy over ``episodes`` (default: the schedule's) from :func:`eval_seed`."""
@@ -216,7 +218,7 @@ class OnlineLoop:
             if logger is not None:
                 logger.advance(1)
                 if row:
-                    logger.log(row, self.step)
+                    logger.log(row, self.step_offset + self.step)
             if self.save is not None and _due(s.checkpoint_every, self.step):
                 self.save()
         if self.step < s.total_steps:
@@ -224,7 +226,7 @@ class OnlineLoop:
         if self.eval_env is not None and s.eval_episodes and last_eval_at != self.step:
             last_eval = self.evaluate()
             if logger is not None:
-                logger.log(last_eval, self.step)
+                logger.log(last_eval, self.step_offset + self.step)
         if self.save is not None:
             self.save()
         return last_eval

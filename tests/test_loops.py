@@ -50,7 +50,7 @@ def _loop(agent: LinearAgent, schedule: OnlineSchedule, saves: list[int] | None 
         if saves is not None:
             saves.append(loop.step)
 
-    loop = OnlineLoop(agent, gym.make("Pendulum-v1"), gym.make("Pendulum-v1"), schedule, seed=3,
+    loop = OnlineLoop(agent, gym.make("Pendulum-v1"), gym.make("Pendulum-v1"), schedule, seed=3, reset_seed=3,
                       rng=np.random.default_rng(11), save=save)
     return loop
 
@@ -151,5 +151,5 @@ def test_offline_loop_prepares_once_and_evaluates_the_final_policy(tmp_path: Pat
 
 def test_online_loop_refuses_a_discrete_env() -> None:
     with pytest.raises(ValueError, match="Box action space"):
-        OnlineLoop(LinearAgent(), gym.make("CartPole-v1"), None, OnlineSchedule(total_steps=5), seed=0,
+        OnlineLoop(LinearAgent(), gym.make("CartPole-v1"), None, OnlineSchedule(total_steps=5), seed=0, reset_seed=0,
                    rng=np.random.default_rng(0))

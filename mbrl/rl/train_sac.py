@@ -160,7 +160,7 @@ def train_sac(
     start = time.perf_counter()
     try:
         loop = OnlineLoop(
-            learner, env, eval_env, schedule, seed=seed, rng=rng,
+            learner, env, eval_env, schedule, seed=seed, rng=rng, reset_seed=seed,
             save=save if run_dir is not None and c.checkpoint else None,
         )
         final = dict(loop.run(logger))
