@@ -415,7 +415,8 @@ class SAC:
             input_noise, anchor, clone_actions, do_actor,
         )
         if actor_values is not None:
-            self._last_actor_metrics = actor_values
+            # Kept across updates: a CUDA-graph output is overwritten by the next replay, so compiled steps copy it.
+            self._last_actor_metrics = actor_values if c.compile == "none" else actor_values.clone()
         self.num_updates += 1
         # Read lazily: no host sync here; the floats are copied the first time a caller reads a value.
         return LazyMetrics(self._metric_names, torch.cat([values, self._last_actor_metrics]))
