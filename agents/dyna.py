@@ -30,6 +30,7 @@ from mbrl.data import ReplayBuffer
 from mbrl.envs import get_spec, make_env, require_term_fn
 from mbrl.logging import Logger
 from mbrl.loops import OnlineLoop, OnlineSchedule
+from mbrl.metrics import prefixed
 from mbrl.models.contract import require_world_model
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, fit
@@ -330,9 +331,11 @@ class DynaAgent:
             obs_dim,
             action_dim,
             rng=np.random.default_rng([config.seed, 1]),
+            device=self.sac.device,
         )
         self.model_buffer = RolloutBuffer(
-            self._model_buffer_capacity(), obs_dim, action_dim, rng=np.random.default_rng([config.seed, 2])
+            self._model_buffer_capacity(), obs_dim, action_dim, rng=np.random.default_rng([config.seed, 2]),
+            device=self.sac.device,
         )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_model_refit = on_model_refit
@@ -399,10 +402,9 @@ class DynaAgent:
         c = self.config
         if step < self.policy_start:
             return {}
-        metrics: Metrics = {}
-        if c.use_model and step % c.model_train_every == 0:
-            metrics.update(self.refit_and_rollout())
-        metrics.update(self.train_policy())
+        refit = self.refit_and_rollout() if c.use_model and step % c.model_train_every == 0 else {}
+        metrics = self.train_policy()  # pending on the learner's device until the loop logs it
+        metrics.update(refit)
         metrics.update(
             {"time/model_s": self.model_time_s, "time/rollout_s": self.rollout_time_s, "time/policy_s": self.policy_time_s}
         )
@@ -469,7 +471,7 @@ class DynaAgent:
         for _ in range(self.config.utd):
             metrics = self.sac.update(self._sample_training_batch())
         self.policy_time_s += time.perf_counter() - t0
-        return {f"train/{k}": v for k, v in metrics.items()}
+        return prefixed(metrics, "train/")
 
     def evaluate(self, episodes: int | None = None, *, seed: int | None = None) -> Metrics:
         """Deterministic-policy returns over ``episodes`` (default: the config's) starting at env seed ``seed``

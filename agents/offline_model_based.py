@@ -242,10 +242,13 @@ class OfflineModelBasedAgent(OfflineAgent):
         self._term_fn = chain.rollout_term_fn
         capacity = config.rollouts_per_epoch * config.rollout_length * config.retain_epochs
         self.model_buffer = RolloutBuffer(
-            capacity, self.obs_dim, self.action_dim, rng=np.random.default_rng([seed, 4])
+            capacity, self.obs_dim, self.action_dim, rng=np.random.default_rng([seed, 4]), device=self.sac.device
         )
         obs = self.dataset.observations
-        self._clip = (torch.from_numpy(obs.min(0)), torch.from_numpy(obs.max(0))) if config.clip_obs else None
+        device = self.sac.device
+        self._clip = (
+            (torch.from_numpy(obs.min(0)).to(device), torch.from_numpy(obs.max(0)).to(device)) if config.clip_obs else None
+        )
         self.rollout_time_s = 0.0
         self.rollouts_started = 0  # over the whole run (MOREC's stop fraction is cumulative)
         self.rollouts_stopped = 0
@@ -286,7 +289,7 @@ class OfflineModelBasedAgent(OfflineAgent):
         c = self.config
         t0 = time.perf_counter()
         rows = self.rng.integers(0, len(self.dataset), size=c.rollouts_per_epoch)
-        start = torch.from_numpy(self.dataset.observations[rows])
+        start = torch.from_numpy(self.dataset.observations[rows]).to(self.sac.device)
         batch, stats = self.model_buffer.refill(
             self.model,
             self.sac.as_policy(deterministic=False),

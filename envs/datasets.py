@@ -194,7 +194,9 @@ class BehaviourTrainer:
             generator=torch.Generator().manual_seed(_seed(c, 1)),
         )
         self.rng = np.random.default_rng([c.seed, 2])
-        self.buffer = ReplayBuffer(c.sac_steps, self.obs_dim, self.action_dim, rng=np.random.default_rng([c.seed, 3]))
+        self.buffer = ReplayBuffer(
+            c.sac_steps, self.obs_dim, self.action_dim, rng=np.random.default_rng([c.seed, 3]), device=self.sac.device
+        )
         self.snapshots: list[dict[str, Any]] = []
         self._progress: Progress | None = None
         schedule = OnlineSchedule(total_steps=c.sac_steps, random_steps=c.learning_starts, eval_episodes=0)

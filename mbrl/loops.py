@@ -37,6 +37,7 @@ import torch
 from mbrl.env_snapshot import env_snapshot, restore_env_snapshot
 from mbrl.evaluation import evaluate_policy, normalized_score
 from mbrl.logging import Logger
+from mbrl.metrics import metric_names
 from mbrl.types import Metrics
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -208,7 +209,10 @@ class OnlineLoop:
             row = self.env_step()
             log_due = self.step % s.log_every == 0
             learned = self.agent.train(self.step)
-            row.update({k: v for k, v in learned.items() if log_due or not _periodic(k)})
+            if log_due:  # per-update metrics are read (a device sync) only here
+                row.update(learned)
+            else:
+                row.update({k: learned[k] for k in metric_names(learned) if not _periodic(k)})
             if log_due:
                 elapsed = time.perf_counter() - t_start
                 row["time/env_steps_per_s"] = (self.step - start_step) / max(elapsed, 1e-9)

@@ -214,8 +214,7 @@ class RolloutBuffer(ReplayBuffer):
             model, policy, start_obs, horizon, term_fn=term_fn, generator=generator, clip_obs=clip_obs
         )
         if len(batch) > 0:
-            a = batch.to("cpu").as_numpy()
-            self.add(a["obs"], a["action"], a["reward"], a["next_obs"], a["terminated"], a["truncated"])
+            self.add_batch(batch)  # device storage: the rollouts never pass through the host
         return batch, stats
 
 
@@ -223,7 +222,8 @@ def mixed_batch(
     sample_real: Callable[[int], TransitionBatch], model_rows: ReplayBuffer, batch_size: int, real_ratio: float
 ) -> TransitionBatch:
     """A SAC batch of ``round(real_ratio * batch_size)`` real rows (``sample_real(n)``) followed by model rows;
-    all real while the model buffer is empty."""
+    all real while the model buffer is empty. The batch lives on the model buffer's device (real rows are moved
+    there when they come from elsewhere, e.g. a host dataset beside a GPU buffer)."""
     if len(model_rows) == 0:
         return sample_real(batch_size)
     n_real = round(batch_size * real_ratio)
@@ -232,6 +232,8 @@ def mixed_batch(
         parts.append(sample_real(n_real))
     if batch_size - n_real > 0:
         parts.append(model_rows.sample(batch_size - n_real))
+    device = parts[-1].obs.device
+    parts = [p if p.obs.device == device else p.to(device) for p in parts]
     return TransitionBatch.cat(parts) if len(parts) > 1 else parts[0]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,32 @@ def test_kill_resume_script_every_resumed_run_is_bit_identical(tmp_path: Path) -
     assert [r["command"] for r in summary] == ["ravl", "mopo", "idm-label", "dynamics-reward", "dyna"]
     assert all(r["identical"] and r["csv_steps_unique"] and len(r["kills"]) == 5 for r in summary)
     assert sum(r["kills_inside_fit"] for r in summary[:4]) > 0
+
+
+def test_gpu_bench_suite_quick_on_cpu_writes_its_json(tmp_path: Path) -> None:
+    """scripts/bench/gpu.sh (issue 24's suite) with --device cpu --quick: every part ends and writes its JSON, and
+    the SAC part times SB3 beside ours at RAVL's 3 x 256 on the device asked for."""
+    out = tmp_path / "gpu"
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "bench" / "gpu.sh"), str(out), "--device", "cpu", "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["device"] == "cpu" and machine["gpu"] is None
+    sac = json.loads((out / "sac.json").read_text())
+    assert sac["device"] == "cpu" and sac["env_dims"]["hidden"] == [256, 256, 256]
+    assert {(r["impl"], r["critics"]) for r in sac["results"]} >= {("sb3", 2), ("sb3", 10), ("ours", 2), ("ours", 10)}
+    assert all(r["updates_per_s"] > 0 for r in sac["results"]) and sac["ratio_vs_sb3_10critics"] > 0
+    models = json.loads((out / "models.json").read_text())
+    assert models["device"] == "cpu" and models["results"][0]["train_steps_per_s"]["fp32"] > 0
+    assert models["results"][0]["rollout_transitions_per_s"]["full_fp32"] > 0
+    offline = json.loads((out / "offline.json").read_text())
+    assert offline["device"] == "cpu" and offline["results"][0]["agent"] == "ravl"
+    assert offline["results"][0]["updates_per_s"] > 0
+
+
+def test_sac_bench_quick_with_compile_and_depth(tmp_path: Path) -> None:
+    out = json.loads(_run("bench/sac.py", "--json", "--no-stock", "--critics", "2", "--depth", "3", cwd=tmp_path))
+    assert out["device"] == "cpu" and out["env_dims"]["hidden"] == [256, 256, 256]
+    assert {r["impl"] for r in out["results"]} == {"sb3", "ours"} and out["ours_best_2critics"]["updates_per_s"] > 0

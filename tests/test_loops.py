@@ -8,10 +8,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from mbrl.evaluation import evaluate_policy
 from mbrl.logging import Logger
 from mbrl.loops import EVAL_SEED_OFFSET, OfflineLoop, OfflineSchedule, OnlineLoop, OnlineSchedule, eval_seed
+from mbrl.metrics import LazyMetrics
 from mbrl.types import Metrics
 
 
@@ -153,3 +155,30 @@ def test_online_loop_refuses_a_discrete_env() -> None:
     with pytest.raises(ValueError, match="Box action space"):
         OnlineLoop(LinearAgent(), gym.make("CartPole-v1"), None, OnlineSchedule(total_steps=5), seed=0, reset_seed=0,
                    rng=np.random.default_rng(0))
+
+
+class LazyAgent(LinearAgent):
+    """Returns per-update metrics as pending LazyMetrics (as SAC does), plus an event key every 7 steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returned: list[tuple[int, LazyMetrics]] = []
+
+    def train(self, step: int) -> Metrics:
+        metrics = LazyMetrics(["loss", "q"], torch.tensor([float(step), 2.0 * step])).with_prefix("train/")
+        self.returned.append((step, metrics))
+        if step % 7 == 0:
+            metrics["model/refit"] = 1.0  # a write: stays pending
+        return metrics
+
+
+def test_online_loop_reads_per_update_metrics_only_at_log_steps(tmp_path: Path) -> None:
+    agent = LazyAgent()
+    logger = Logger(tmp_path, total=25)
+    _loop(agent, OnlineSchedule(total_steps=25, log_every=10, eval_episodes=0)).run(logger)
+    logger.close()
+    read = [step for step, m in agent.returned if m.materialised]
+    assert read == [7, 10, 14, 20, 21]  # log steps, and steps whose event key was read (one sync each)
+    rows = _rows(tmp_path)
+    assert [(r["step"], r["train/loss"], r["train/q"]) for r in rows if r.get("train/loss")] == [
+        ("10", "10.0", "20.0"), ("20", "20.0", "40.0")]

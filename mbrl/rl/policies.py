@@ -83,9 +83,11 @@ class TorchPolicy:
                 a = self.actor.deterministic(x)
             else:
                 assert self.generator is not None
-                noise = torch.randn(
-                    (x.shape[0], self.actor.action_dim), generator=self.generator, device=self.generator.device
-                ).to(device)
+                shape = (x.shape[0], self.actor.action_dim)
+                if self.generator.device == device or device.type == "meta":  # drawn where it is used
+                    noise = torch.empty(shape, device=device).normal_(generator=self.generator)
+                else:  # a host generator driving a GPU actor: draw on the host, copy over
+                    noise = torch.randn(shape, generator=self.generator, device=self.generator.device).to(device)
                 a = self.actor.sample(x, noise)[0]
         return _restore(a.float() * self.action_scale + self.action_bias, is_numpy, single, in_device)
 

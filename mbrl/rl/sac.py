@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mbrl.metrics import LazyMetrics
 from mbrl.rl import losses
 from mbrl.rl.networks import CriticEnsemble, TanhGaussianActor, edac_init
 from mbrl.rl.policies import TorchPolicy
@@ -83,7 +84,15 @@ class SACConfig:
             for the whole update) or ``"alpha_actor_critic"`` (EDAC's / CORL's / RAVL's released code: alpha
             step, then the actor with the new alpha on the current critics, then the critics with the new alpha
             and the updated actor's next actions).
-        device: "cpu", "cuda" or "auto".
+        device: "cpu", "cuda" or "auto" (cuda when available). On a device other than the generator's (a CUDA
+            learner with the usual CPU generator), the per-update random draws come from a generator on the
+            learner's device seeded once from ``generator`` (no host draw and copy per update); on CPU the draws
+            come from ``generator`` itself, as always.
+        compile: run the update's tensor step through ``torch.compile``: ``"none"`` (eager), ``"default"``
+            (inductor kernels), ``"reduce-overhead"`` (also CUDA graphs on a GPU). One implementation either way:
+            the compiled function is the eager one. EDAC's action-gradient term and the adversarial perturbation
+            need double / input backward, which AOTAutograd does not compile, and the alpha-first temperature step
+            backpropagates separately from the actor; these run eager inside the compiled step.
     """
 
     hidden: int = 256
@@ -117,6 +126,7 @@ class SACConfig:
     init: Literal["torch", "edac"] = "torch"
     update_order: Literal["critic_first", "alpha_actor_critic"] = "critic_first"
     device: str = "cpu"
+    compile: Literal["none", "default", "reduce-overhead"] = "none"
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -144,6 +154,10 @@ class SACConfig:
         check(self.bc_weight >= 0, f"bc_weight must be >= 0, got {self.bc_weight}")
         check(self.actor_update_every >= 1, f"actor_update_every must be >= 1, got {self.actor_update_every}")
         check(self.log_std_min < self.log_std_max, "log_std_min must be < log_std_max")
+        check(
+            self.compile in ("none", "default", "reduce-overhead"),
+            f"compile must be 'none', 'default' or 'reduce-overhead', got {self.compile!r}",
+        )
         check(self.init in ("torch", "edac"), f"init must be 'torch' or 'edac', got {self.init!r}")
         check(
             self.update_order in ("critic_first", "alpha_actor_critic"),
@@ -151,12 +165,14 @@ class SACConfig:
         )
 
 
-def _adam(groups: list[dict[str, Any]]) -> torch.optim.Adam:
-    # Fused Adam: one kernel per parameter group and step (CPU and CUDA in torch >= 2.4); foreach otherwise.
-    try:
-        return torch.optim.Adam(groups, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - older torch / unsupported device
-        return torch.optim.Adam(groups, foreach=True)
+def _adam(groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Adam:
+    """Fused Adam (one kernel per parameter group and step) on CPU and CUDA; foreach elsewhere (e.g. ``meta``)."""
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(groups, fused=True)
+        except (RuntimeError, TypeError):  # pragma: no cover - older torch
+            pass
+    return torch.optim.Adam(groups, foreach=True)
 
 
 class SAC:
@@ -220,7 +236,7 @@ class SAC:
         self._actor_params: list[Tensor] = list(self.actor.parameters())
         self._critic_params: list[Tensor] = list(self.critic.parameters())
         self._target_params: list[Tensor] = list(self.target_critic.parameters())
-        self.critic_optimizer = _adam([{"params": self._critic_params, "lr": c.critic_lr}])
+        self.critic_optimizer = _adam([{"params": self._critic_params, "lr": c.critic_lr}], self.device)
         # Actor and temperature share one optimizer (two groups, own learning rates): their losses have disjoint
         # parameters, so one backward and one step do both updates with less per-update overhead.
         policy_groups: list[dict[str, Any]] = [{"params": self._actor_params, "lr": c.actor_lr}]
@@ -228,13 +244,30 @@ class SAC:
         if c.auto_alpha:
             policy_groups.append({"params": [self.log_alpha], "lr": c.alpha_lr})
             self._policy_params.append(self.log_alpha)
-        self.policy_optimizer = _adam(policy_groups)
+        self.policy_optimizer = _adam(policy_groups, self.device)
         self.num_updates = 0
         # Hoisted per-update buffers (re-allocated only when the batch size changes).
         self._noise = torch.empty(0, action_dim, device=self.device)
         self._next_noise = torch.empty(0, action_dim, device=self.device)
         self._last_actor_metrics = torch.full((3,), float("nan"), device=self.device)
         self._metric_names = self._build_metric_names()
+        # The per-update draws' generator: the caller's when it lives on the learner's device (or the device has
+        # no generator of its own, e.g. ``meta``), else one on the device seeded once from the caller's.
+        self.device_generator: torch.Generator | None = None
+        if generator.device != self.device and self.device.type != "meta":
+            self.device_generator = torch.Generator(device=self.device)
+            self._reseed_device_generator()
+        # One implementation: the compiled step IS the eager one, traced (see SACConfig.compile).
+        self._step: Any = self._update_step
+        self._action_gradients: Any = self.critic.action_gradients
+        self._adversarial: Any = losses.adversarial_perturbation
+        self._alpha_step: Any = self._alpha_first_step
+        if c.compile != "none":
+            self._alpha_step = torch.compiler.disable(self._alpha_first_step)
+            # Double backward (EDAC) and input-gradient ascent stay eager: AOTAutograd compiles neither.
+            self._action_gradients = torch.compiler.disable(self.critic.action_gradients)
+            self._adversarial = torch.compiler.disable(losses.adversarial_perturbation)
+            self._step = torch.compile(self._update_step, mode=c.compile)
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -242,19 +275,36 @@ class SAC:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def _rng(self) -> torch.Generator:
+        """The generator of the per-update draws (``device_generator`` when there is one)."""
+        return self.device_generator if self.device_generator is not None else self.generator
+
+    def _reseed_device_generator(self) -> None:
+        """Seed ``device_generator`` from one draw of the caller's generator (deterministic given its state)."""
+        if self.device_generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            self.device_generator.manual_seed(seed)
+
+    def _draws_in_place(self) -> bool:
+        return self._rng.device == self.device or self.device.type == "meta"
+
     def _draw_noise(self, batch_size: int) -> tuple[Tensor, Tensor]:
         if self._noise.shape[0] != batch_size:
             self._noise = torch.empty(batch_size, self.action_dim, device=self.device)
             self._next_noise = torch.empty(batch_size, self.action_dim, device=self.device)
-        if self.generator.device != self.device:  # e.g. a CPU generator driving a CUDA learner
+        if not self._draws_in_place():  # pragma: no cover - a generator on another device than the learner's
             return self._randn(self._noise.shape), self._randn(self._noise.shape)
-        # In place into the same buffers: the previous update's graphs that saved them are already freed.
-        self._noise.normal_(generator=self.generator)
-        self._next_noise.normal_(generator=self.generator)
+        # In place into the same buffers (static addresses, as CUDA graphs want): the previous update's graphs
+        # that saved them are already freed.
+        self._noise.normal_(generator=self._rng)
+        self._next_noise.normal_(generator=self._rng)
         return self._noise, self._next_noise
 
     def _randn(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
-        return torch.randn(shape, generator=self.generator, device=self.generator.device).to(self.device)
+        if self._draws_in_place():
+            return torch.empty(shape, device=self.device).normal_(generator=self._rng)
+        return torch.randn(shape, generator=self._rng, device=self._rng.device).to(self.device)
 
     def _build_metric_names(self) -> list[str]:
         names = ["critic_loss", "q_mean", "q_std", "target_q_mean", "alpha"]
@@ -290,17 +340,18 @@ class SAC:
         c = self.config
         if c.num_target_critics is None or c.num_target_critics >= c.num_critics:
             return None
-        return torch.randperm(c.num_critics, generator=self.generator, device=self.generator.device)[
-            : c.num_target_critics
-        ].to(self.device)
+        rng = self._rng
+        device = self.device if self._draws_in_place() else rng.device
+        return torch.randperm(c.num_critics, generator=rng, device=device)[: c.num_target_critics].to(self.device)
 
     @torch.no_grad()
-    def _target(self, reward: Tensor, next_obs: Tensor, terminated: Tensor, alpha: Tensor, noise: Tensor) -> Tensor:
+    def _target(
+        self, reward: Tensor, next_obs: Tensor, terminated: Tensor, alpha: Tensor, noise: Tensor, subset: Tensor | None
+    ) -> Tensor:
         with self._autocast():
             next_action, next_log_prob = self.actor.sample(next_obs, noise)
             next_q_all = self.target_critic(next_obs, next_action)
         next_q_all = next_q_all.float()
-        subset = self.target_subset()
         if subset is not None:
             next_q_all = next_q_all[subset]
         next_q = next_q_all.min(dim=0).values
@@ -318,7 +369,7 @@ class SAC:
         if noise is None:
             noise = self._randn((len(batch), self.action_dim))
         alpha = self.log_alpha.detach().exp()
-        return self._target(batch.reward, batch.next_obs, batch.terminated, alpha, noise)
+        return self._target(batch.reward, batch.next_obs, batch.terminated, alpha, noise, self.target_subset())
 
     def critic_td_loss(self, obs: Tensor, action_unit: Tensor, target: Tensor) -> Tensor:
         """TD loss of the critic ensemble on ``obs [B, D]``, ``action_unit [B, A]`` (in [-1, 1]), ``target [B]``."""
@@ -350,30 +401,65 @@ class SAC:
                 f"SAC.update: batch has obs/action dims {batch.obs_dim}/{batch.action_dim}, "
                 f"learner expects {self.obs_dim}/{self.action_dim}"
             )
-        obs, reward, next_obs, terminated = batch.obs, batch.reward, batch.next_obs, batch.terminated
-        action = self.to_unit(batch.action)
         anchor = None
         if c.bc_weight > 0 and bc_batch is not None and not clone_actions:
             bc_batch = bc_batch.to(self.device) if bc_batch.obs.device != self.device else bc_batch
-            anchor = (bc_batch.obs, self.to_unit(bc_batch.action))
-        noise, next_noise = self._draw_noise(obs.shape[0])
+            anchor = (bc_batch.obs, bc_batch.action)
+        # Every random draw of the update, in this order (the order is part of "same seed, same numbers").
+        noise, next_noise = self._draw_noise(batch.obs.shape[0])
+        subset = self.target_subset()
+        input_noise = self._randn(batch.obs.shape) if c.critic_input_noise_std > 0 else None
+        do_actor = self.num_updates % c.actor_update_every == 0
+        values, actor_values = self._step(
+            batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated, noise, next_noise, subset,
+            input_noise, anchor, clone_actions, do_actor,
+        )
+        if actor_values is not None:
+            # Kept across updates: a CUDA-graph output is overwritten by the next replay, so compiled steps copy it.
+            self._last_actor_metrics = actor_values if c.compile == "none" else actor_values.clone()
+        self.num_updates += 1
+        # Read lazily: no host sync here; the floats are copied the first time a caller reads a value.
+        return LazyMetrics(self._metric_names, torch.cat([values, self._last_actor_metrics]))
+
+    def _update_step(
+        self,
+        obs: Tensor,
+        action_env: Tensor,
+        reward: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        noise: Tensor,
+        next_noise: Tensor,
+        subset: Tensor | None,
+        input_noise: Tensor | None,
+        anchor_env: tuple[Tensor, Tensor] | None,
+        clone_actions: bool,
+        do_actor: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The update's tensor work (what ``compile`` traces): no RNG, no host sync, no Python-side counters.
+
+        Returns:
+            ``(values, actor_values)``: ``[5 + extras]`` critic-side metrics in ``_metric_names`` order, and the
+            ``[3]`` actor metrics (None when the actor did not step this update).
+        """
+        c = self.config
+        action = self.to_unit(action_env)
+        anchor = None if anchor_env is None else (anchor_env[0], self.to_unit(anchor_env[1]))
         alpha = self.log_alpha.detach().exp()  # SB3 order: one alpha for the whole update
         actor_first = c.update_order == "alpha_actor_critic"
-        if actor_first:  # EDAC / RAVL order: alpha, actor (current critics), then critics with the new alpha
-            alpha = self._policy_step(
-                obs, noise, alpha, alpha_first=True, clone=action if clone_actions else None, anchor=anchor
-            )
+        actor_values: Tensor | None = None
+        clone = action if clone_actions else None
+        if actor_first and do_actor:  # EDAC / RAVL order: alpha, actor (current critics), then critics
+            alpha, actor_values = self._policy_step(obs, noise, alpha, alpha_first=True, clone=clone, anchor=anchor)
 
-        target = self._target(reward, next_obs, terminated, alpha, next_noise)
+        target = self._target(reward, next_obs, terminated, alpha, next_noise, subset)
 
         # Critics.
-        critic_obs = obs
-        if c.critic_input_noise_std > 0:
-            critic_obs = obs + c.critic_input_noise_std * self._randn(obs.shape)
+        critic_obs = obs if input_noise is None else obs + c.critic_input_noise_std * input_noise
         extra: list[Tensor] = []
         if c.edac_eta > 0:
             with self._autocast():
-                q, grads = self.critic.action_gradients(critic_obs, action, create_graph=True)
+                q, grads = self._action_gradients(critic_obs, action, create_graph=True)
             q = q.float()
             edac = losses.edac_diversity_loss(grads.float())
             td = losses.critic_loss(q, target)
@@ -386,7 +472,7 @@ class SAC:
             td = losses.critic_loss(q, target)
             total = td
         if c.adv_epsilon > 0:
-            delta = losses.adversarial_perturbation(
+            delta = self._adversarial(
                 lambda o: self.critic_td_loss(o, action, target),
                 critic_obs, epsilon=c.adv_epsilon, steps=c.adv_steps, step_size=c.adv_step_size, norm=c.adv_norm,
             )
@@ -397,23 +483,17 @@ class SAC:
         total.backward()
         self.critic_optimizer.step()
 
-        if not actor_first:  # SB3 order: actor and temperature with the updated critics
-            self._policy_step(
-                obs, noise, alpha, alpha_first=False, clone=action if clone_actions else None, anchor=anchor
-            )
+        if not actor_first and do_actor:  # SB3 order: actor and temperature with the updated critics
+            _, actor_values = self._policy_step(obs, noise, alpha, alpha_first=False, clone=clone, anchor=anchor)
 
         # Targets: one fused lerp over all parameter tensors (no per-critic loop).
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, c.tau)
-        self.num_updates += 1
 
         q_det = q.detach()
-        q_std = q_det.std(dim=0).mean() if c.num_critics > 1 else torch.zeros((), device=self.device)
-        values = torch.cat([
-            torch.stack([td.detach(), q_det.mean(), q_std, target.mean(), alpha, *extra]),
-            self._last_actor_metrics,
-        ])
-        return dict(zip(self._metric_names, values.tolist()))
+        q_std = q_det.std(dim=0).mean() if c.num_critics > 1 else q_det.new_zeros(())
+        values = torch.stack([td.detach(), q_det.mean(), q_std, target.mean(), alpha, *extra])
+        return values, actor_values
 
     def _policy_step(
         self,
@@ -424,8 +504,8 @@ class SAC:
         alpha_first: bool,
         clone: Tensor | None = None,
         anchor: tuple[Tensor, Tensor] | None = None,
-    ) -> Tensor:
-        """Actor and temperature update (every ``actor_update_every`` updates); returns the alpha the critics use.
+    ) -> tuple[Tensor, Tensor]:
+        """Actor and temperature update; returns the alpha the critics use and the ``[3]`` actor metrics.
 
         ``clone`` (actions in [-1, 1]): the actor clones them instead of maximising Q (see :meth:`update`).
         ``anchor`` (dataset obs, actions in [-1, 1]): TD3+BC's regulariser with weight ``config.bc_weight``.
@@ -434,17 +514,11 @@ class SAC:
         ``alpha_first=True`` (EDAC/RAVL): the temperature steps first, then the actor loss uses the new alpha.
         """
         c = self.config
-        if self.num_updates % c.actor_update_every != 0:
-            return alpha
         with self._autocast():
             pi, log_prob = self.actor.sample(obs, noise)
-        al_loss = torch.zeros((), device=self.device)
+        al_loss = self.log_alpha.new_zeros(())
         if alpha_first and c.auto_alpha:
-            al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-            self.policy_optimizer.zero_grad(set_to_none=True)
-            al_loss.backward(inputs=[self.log_alpha])  # the actor's grads stay None: its Adam step skips them
-            self.policy_optimizer.step()
-            alpha = self.log_alpha.detach().exp()
+            al_loss, alpha = self._alpha_step(log_prob.detach())
         if clone is None:
             with self._autocast():
                 q_pi = self.critic(obs, pi)
@@ -466,8 +540,19 @@ class SAC:
         # no gradients into the critics' weights (nor into log alpha: its loss detaches log pi)
         policy_loss.backward(inputs=self._actor_params if alpha_first else self._policy_params)
         self.policy_optimizer.step()
-        self._last_actor_metrics = torch.stack([a_loss.detach(), al_loss.detach(), -log_prob.detach().mean()])
-        return alpha
+        return alpha, torch.stack([a_loss.detach(), al_loss.detach(), -log_prob.detach().mean()])
+
+    def _alpha_first_step(self, log_prob: Tensor) -> tuple[Tensor, Tensor]:
+        """EDAC/RAVL order: the temperature's own Adam step before the actor's; returns (its loss, new alpha).
+
+        Its own function so that ``compile`` can keep it eager: a compiled actor region has ONE backward node,
+        which this backward would run (and free) before the actor's backward needs it.
+        """
+        al_loss = losses.alpha_loss(self.log_alpha, log_prob, self.target_entropy)
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        al_loss.backward(inputs=[self.log_alpha])  # the actor's grads stay None: its Adam step skips them
+        self.policy_optimizer.step()
+        return al_loss, self.log_alpha.detach().exp()
 
     # -- acting --------------------------------------------------------------------------------------------------
     def act(self, obs: np.ndarray | Tensor, deterministic: bool = False) -> Any:
@@ -477,7 +562,7 @@ class SAC:
         """
         return TorchPolicy(
             self.actor, self.action_scale, self.action_bias,
-            deterministic=deterministic, generator=self.generator, use_bf16=False,
+            deterministic=deterministic, generator=self._rng, use_bf16=False,
         )(obs)
 
     def as_policy(self, deterministic: bool = False, generator: torch.Generator | None = None) -> TorchPolicy:
@@ -485,20 +570,22 @@ class SAC:
 
         Args:
             deterministic: ``tanh(mean)`` instead of a sample.
-            generator: RNG of the samples; default the learner's own.
+            generator: RNG of the samples; default the learner's own (its device generator on a GPU, so rollouts
+                draw on the device).
         """
         return TorchPolicy(
             self.actor, self.action_scale, self.action_bias, deterministic=deterministic,
-            generator=generator if generator is not None else self.generator, use_bf16=self.config.use_bf16,
+            generator=generator if generator is not None else self._rng, use_bf16=self.config.use_bf16,
         )
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: networks, targets, optimizers, log alpha, RNG, update count.
 
-        Tensors and plain containers only (loadable with ``torch.load(weights_only=True)``).
+        Tensors and plain containers only (loadable with ``torch.load(weights_only=True)``). A GPU learner adds
+        ``device_generator`` (the state of its per-update draws); a learner on another device ignores it.
         """
-        return {
+        state: dict[str, Any] = {
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "target_critic": self.target_critic.state_dict(),
@@ -509,9 +596,16 @@ class SAC:
             "num_updates": torch.tensor(self.num_updates, dtype=torch.int64),
             "last_actor_metrics": self._last_actor_metrics.detach().clone(),
         }
+        if self.device_generator is not None:
+            state["device_generator"] = self.device_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (a clear ``KeyError`` names a missing entry)."""
+        """Restore a :meth:`state_dict` saved on any device (a clear ``KeyError`` names a missing entry).
+
+        Exact continuation on the same device kind; across devices the weights, optimizers and host generator
+        carry over and a GPU learner reseeds its device generator from the restored host generator.
+        """
         required = (
             "actor", "critic", "target_critic", "log_alpha", "policy_optimizer", "critic_optimizer",
             "generator", "num_updates",
@@ -530,3 +624,9 @@ class SAC:
         self.num_updates = int(state["num_updates"])
         if "last_actor_metrics" in state:
             self._last_actor_metrics = state["last_actor_metrics"].to(self.device).clone()
+        if self.device_generator is not None:
+            saved = state.get("device_generator")
+            if saved is not None and saved.numel() == self.device_generator.get_state().numel():
+                self.device_generator.set_state(saved.cpu())
+            else:
+                self._reseed_device_generator()

@@ -21,6 +21,7 @@ from mbrl.data import ReplayBuffer
 from mbrl.gym_env import make_seeded
 from mbrl.logging import Logger
 from mbrl.loops import EVAL_SEED_OFFSET, OnlineLoop, OnlineSchedule
+from mbrl.metrics import prefixed
 from mbrl.rl.runtime import tune_allocator
 from mbrl.rl.sac import SAC, SACConfig
 from mbrl.types import Metrics
@@ -102,7 +103,7 @@ class _ModelFreeSAC:
         for _ in range(c.utd):
             metrics = self.sac.update(self.buffer.sample(c.sac.batch_size))
         self.update_time += time.perf_counter() - t0
-        return {f"train/{k}": v for k, v in metrics.items()}
+        return prefixed(metrics, "train/")
 
 
 def train_sac(
@@ -137,7 +138,8 @@ def train_sac(
     rng = np.random.default_rng(seed)
     agent = SAC(obs_dim, action_dim, low, high, c.sac, generator=torch.Generator().manual_seed(seed))
     buffer = ReplayBuffer(
-        min(c.replay_capacity, c.total_steps), obs_dim, action_dim, rng=np.random.default_rng([seed, 1])
+        min(c.replay_capacity, c.total_steps), obs_dim, action_dim, rng=np.random.default_rng([seed, 1]),
+        device=agent.device,
     )
     own_logger = logger is None and run_dir is not None
     if own_logger:

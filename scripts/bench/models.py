@@ -16,7 +16,11 @@ Sizes: HalfCheetah-v5 dims (obs 17, action 6), 7 members of 4x200 SiLU predictin
 
 Each figure is the best of ``--repeats`` timings (other processes only slow things down).
 
-Usage: ``python scripts/bench/models.py [--json] [--threads 1 2] [--starts 100000] [--repeats 3]``;
+With ``--device cuda`` (or ``auto``) every model, batch, start state and random draw lives on the GPU (the
+baseline too), each timing ends with a device synchronisation, and the matmul peak is the GPU's; ``--starts``
+then defaults to 1M (one unchunked rollout per step, as the ensemble runs on a GPU).
+
+Usage: ``python scripts/bench/models.py [--json] [--device cpu] [--threads 1 2] [--starts 100000] [--repeats 3]``;
 ``--quick`` is a smoke check with tiny sizes (numbers meaningless); ``--chunks`` also sweeps rollout chunk sizes.
 """
 
@@ -41,10 +45,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.rollouts import DEFAULT_CHUNK_SIZE, rollout
 from mbrl.types import TransitionBatch
-from mbrl.utils import cpu_name
+from mbrl.utils import cpu_name, resolve_device
 
 OBS, ACT, MEMBERS, ELITES, HIDDEN, DEPTH, BATCH, HORIZON = 17, 6, 7, 5, 200, 4, 256, 5
 OUT = OBS + 1
+DEVICE = torch.device("cpu")  # set once by main (--device)
+
+
+def sync() -> None:
+    """Wait for the device (a GPU timing must include the queued kernels)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def device_generator(seed: int) -> torch.Generator:
+    return torch.Generator(device=DEVICE).manual_seed(seed)
 
 
 def forward_flops(rows: int, members: int = MEMBERS) -> float:
@@ -55,13 +70,16 @@ def forward_flops(rows: int, members: int = MEMBERS) -> float:
 
 def matmul_peak(dtype: torch.dtype, seconds: float) -> float:
     """GFLOP/s of a 2048 x 2048 matmul in ``dtype`` at the current thread count."""
-    a = torch.randn(2048, 2048).to(dtype)
+    size = 2048 if DEVICE.type == "cpu" else 8192
+    a = torch.randn(size, size, device=DEVICE).to(dtype)
     a @ a
+    sync()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ a
         n += 1
-    return 2 * 2048**3 * n / (time.perf_counter() - start) / 1e9
+    sync()
+    return 2 * size**3 * n / (time.perf_counter() - start) / 1e9
 
 
 def best_rate(fn: Callable[[], float], repeats: int) -> float:
@@ -115,8 +133,9 @@ class LoopEnsemble(nn.Module):
             stds.append(torch.exp(0.5 * logvar))
         mean, std = torch.stack(means), torch.stack(stds)
         rows = torch.arange(len(obs))
-        pick = torch.randint(ELITES, (len(obs),), generator=generator)
-        out = mean[pick, rows] + std[pick, rows] * torch.randn(len(obs), OUT, generator=generator)
+        rows = rows.to(obs.device)
+        pick = torch.randint(ELITES, (len(obs),), generator=generator, device=obs.device)
+        out = mean[pick, rows] + std[pick, rows] * torch.randn(len(obs), OUT, generator=generator, device=obs.device)
         return obs + out[:, :OBS], out[:, OBS]
 
 
@@ -126,11 +145,11 @@ def train_batch(g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     action = torch.rand(MEMBERS, BATCH, ACT, generator=g) * 2 - 1
     reward = torch.randn(MEMBERS, BATCH, generator=g)
     next_obs = obs + 0.1 * torch.randn(MEMBERS, BATCH, OBS, generator=g)
-    return obs, action, reward, next_obs
+    return obs.to(DEVICE), action.to(DEVICE), reward.to(DEVICE), next_obs.to(DEVICE)
 
 
 def make_model(**kwargs: Any) -> ProbabilisticEnsemble:
-    cfg = EnsembleConfig(num_members=MEMBERS, num_elites=ELITES, hidden=HIDDEN, depth=DEPTH, device="cpu", **kwargs)
+    cfg = EnsembleConfig(num_members=MEMBERS, num_elites=ELITES, hidden=HIDDEN, depth=DEPTH, device=str(DEVICE), **kwargs)
     return ProbabilisticEnsemble(OBS, ACT, cfg, seed=0)
 
 
@@ -143,16 +162,18 @@ def time_train_ours(steps: int, repeats: int, *, bf16: bool = False) -> float:
         model.update_members(obs, action, reward, next_obs)
 
     def run() -> float:
+        sync()
         start = time.perf_counter()
         for _ in range(steps):
             model.update_members(obs, action, reward, next_obs)
+        sync()
         return steps / (time.perf_counter() - start)
 
     return best_rate(run, repeats)
 
 
 def time_train_loop(steps: int, repeats: int) -> float:
-    model = LoopEnsemble()
+    model = LoopEnsemble().to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     obs, action, reward, next_obs = train_batch(torch.Generator().manual_seed(0))
     x = torch.cat([obs, action], -1)
@@ -168,46 +189,54 @@ def time_train_loop(steps: int, repeats: int) -> float:
         step()
 
     def run() -> float:
+        sync()
         start = time.perf_counter()
         for _ in range(steps):
             step()
+        sync()
         return steps / (time.perf_counter() - start)
 
     return best_rate(run, repeats)
 
 
 def random_policy(seed: int) -> Callable[[Tensor], Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return lambda obs: torch.rand(obs.shape[0], ACT, generator=g) * 2 - 1
+    g = device_generator(seed)
+    return lambda obs: torch.rand(obs.shape[0], ACT, generator=g, device=DEVICE) * 2 - 1
 
 
 def time_rollout_ours(
     starts: Tensor, repeats: int, *, bf16: bool, full_info: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> float:
     model = make_model(bf16_inference=bf16, full_info=full_info)
+    if DEVICE.type != "cpu" and chunk_size == DEFAULT_CHUNK_SIZE:
+        chunk_size = len(starts)  # unchunked on a GPU (the rollout's own default there)
     model.fit_normalizer(TransitionBatch(starts, torch.zeros(len(starts), ACT), starts[:, 0], starts, starts[:, 0], starts[:, 0]))
 
     def run() -> float:
-        g = torch.Generator().manual_seed(0)
+        g = device_generator(0)
+        sync()
         start = time.perf_counter()
         batch, _ = rollout(model, random_policy(1), starts, HORIZON, generator=g, chunk_size=chunk_size)
+        sync()
         return len(batch) / (time.perf_counter() - start)
 
     return best_rate(run, repeats)
 
 
 def time_rollout_loop(starts: Tensor, repeats: int) -> float:
-    model = LoopEnsemble()
+    model = LoopEnsemble().to(DEVICE)
 
     def run() -> float:
-        g = torch.Generator().manual_seed(0)
+        g = device_generator(0)
         policy = random_policy(1)
+        sync()
         start = time.perf_counter()
         obs, n = starts, 0
         for _ in range(HORIZON):
             next_obs, _ = model.predict(obs, policy(obs), g)
             n += len(obs)
             obs = next_obs
+        sync()
         return n / (time.perf_counter() - start)
 
     return best_rate(run, repeats)
@@ -237,12 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=60, help="training minibatches per timing")
-    parser.add_argument("--starts", type=int, default=100_000, help="rollout start states")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where everything runs")
+    parser.add_argument("--starts", type=int, default=None, help="rollout start states (100k on CPU, 1M on a GPU)")
     parser.add_argument("--repeats", type=int, default=3, help="timings per figure (best kept)")
     parser.add_argument("--chunks", action="store_true", help="also sweep rollout chunk sizes (fp32)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one timing (smoke check)")
     parser.add_argument("--no-tune-allocator", action="store_true", help="leave glibc malloc settings alone")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = resolve_device(args.device)
+    if args.starts is None:
+        args.starts = 100_000 if DEVICE.type == "cpu" else 1_000_000
+    if DEVICE.type != "cpu":  # host threads barely matter to GPU kernels: one setting
+        args.threads = args.threads[:1]
     if args.quick:
         args.steps, args.starts, args.repeats, args.threads = 3, 2_000, 1, args.threads[:1]
     tuned = False
@@ -250,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         from mbrl.rl.runtime import tune_allocator
 
         tuned = tune_allocator()
-    starts = torch.randn(args.starts, OBS, generator=torch.Generator().manual_seed(0))
+    starts = torch.randn(args.starts, OBS, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     rows: list[dict[str, Any]] = []
     chunk_sweep: dict[str, dict[int, float]] = {}
     train_flops = 3.0 * forward_flops(BATCH)
@@ -313,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {
             "obs": OBS, "action": ACT, "members": MEMBERS, "elites": ELITES, "hidden": HIDDEN, "depth": DEPTH,
             "batch_per_member": BATCH, "rollout_starts": args.starts, "rollout_horizon": HORIZON,
-            "rollout_chunk_size": DEFAULT_CHUNK_SIZE,
+            "rollout_chunk_size": DEFAULT_CHUNK_SIZE if DEVICE.type == "cpu" else args.starts,
         },
+        "device": str(DEVICE),
+        "gpu": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None,
         "train_flops_per_step": train_flops,
         "results": rows,
         "bf16_accuracy": accuracy,

@@ -14,9 +14,12 @@ For each agent (the ``cpu`` preset: RAVL = 10 critics of 3 x 256 with EDAC under
   to the learner alone.
 
 The model is not fitted (``--fit-epochs`` fits it briefly): rollout cost depends on the model's size and the
-horizon, not on its accuracy. Usage::
+horizon, not on its accuracy. ``--device cuda`` puts every part on the GPU (the ``--device`` of ``mbrl train``:
+learner, ensemble, rollouts; ``--preset`` picks the agent's preset, e.g. ``paper``) and ends each timing with a
+device synchronisation. Usage::
 
-    python scripts/bench/offline.py [--dataset PATH_OR_ID] [--updates 200] [--json] [--quick]
+    python scripts/bench/offline.py [--dataset PATH_OR_ID] [--device cpu] [--preset cpu] [--updates 200] [--json]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mbrl.agents.mopo import mopo_preset
 from mbrl.agents.offline_model_based import OfflineModelBasedAgent
 from mbrl.agents.ravl import ravl_preset
+from mbrl.cli import with_device
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.envs.datasets import uniform_random_dataset
 from mbrl.models.fit import FitConfig
-from mbrl.utils import cpu_name
+from mbrl.utils import cpu_name, resolve_device
 
 
 def random_hopper(n: int, seed: int = 0) -> OfflineDataset:
@@ -51,12 +55,20 @@ def random_hopper(n: int, seed: int = 0) -> OfflineDataset:
     return ds
 
 
+def sync() -> None:
+    """Wait for the GPU, if one is in use (its timings must include the queued kernels)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def per_call(fn: Callable[[], Any], calls: int) -> float:
     """Seconds per call of ``fn`` over ``calls`` calls (after one warm-up call)."""
     fn()
+    sync()
     start = time.perf_counter()
     for _ in range(calls):
         fn()
+    sync()
     return (time.perf_counter() - start) / calls
 
 
@@ -84,6 +96,7 @@ def profile(name: str, agent: OfflineModelBasedAgent, updates: int) -> dict[str,
 
         plain = SAC(agent.obs_dim, agent.action_dim, agent.action_low, agent.action_high,
                     replace(c.sac, edac_eta=0.0), generator=torch.Generator().manual_seed(0))
+        batch = batch.to(agent.sac.device)
         t_learner, no_edac = per_call_paired(lambda: agent.sac.update(batch), lambda: plain.update(batch), updates)
     else:
         t_learner = per_call(lambda: agent.sac.update(batch), updates)
@@ -124,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=200, help="timed calls per figure")
     parser.add_argument("--fit-epochs", type=int, default=0, help="fit the model this many epochs first")
     parser.add_argument("--agents", nargs="+", default=["ravl", "mopo"], choices=["ravl", "mopo"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="every part's device")
+    parser.add_argument("--preset", default=None, help="the agents' preset (default: cpu; quick with --quick)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke check; numbers meaningless)")
     args = parser.parse_args(argv)
@@ -132,15 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.agents:
         make = ravl_preset if name == "ravl" else mopo_preset
-        preset = "quick" if args.quick else "cpu"
+        preset = args.preset or ("quick" if args.quick else "cpu")
         fit = FitConfig(max_epochs=max(args.fit_epochs, 1), max_time_s=None)
         config = make(args.dataset or "mbrl/hopper/medium-v0", preset, fit=fit)  # type: ignore[arg-type]
+        config = with_device(config, args.device)
         agent = OfflineModelBasedAgent(config, dataset=ds, fit_model=args.fit_epochs > 0)
         if args.fit_epochs > 0:
             agent._prepare()
         results.append(profile(name, agent, 5 if args.quick else args.updates))
+    device = resolve_device(args.device)
     summary = {
-        "cpu": cpu_name(), "threads": 1, "torch": torch.__version__, "dataset": args.dataset or "random Hopper",
+        "cpu": cpu_name(), "threads": 1, "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__, "dataset": args.dataset or "random Hopper",
         "load_avg_1min": os.getloadavg()[0], "results": results,
     }
     if args.json:
