@@ -19,6 +19,7 @@ from mbrl.plotting import plot_run
 from mbrl.rl.runtime import tune_allocator
 from mbrl.run import RunDir, check_run_dir, prepare_run_dir, write_json_atomic
 from mbrl.types import Metrics
+from mbrl.utils import with_device
 
 
 def default_run_dir(algo: str, env: str) -> str:
@@ -143,6 +144,7 @@ def eval_run(
     seed: int = 12345,
     video: bool = False,
     video_episodes: int = 1,
+    device: str | None = None,
 ) -> int:
     """Evaluate the latest checkpoint of a run: mean/std return (and normalized score for offline runs).
 
@@ -154,6 +156,7 @@ def eval_run(
         video: also write ``RUN_DIR/videos/eval.mp4``: ``video_episodes`` deterministic episodes rendered
             off-screen (MuJoCo's EGL backend unless MUJOCO_GL says otherwise).
         video_episodes: episodes in the video.
+        device: where the policy runs (cpu, cuda, auto = cuda when available; default: the run's own device).
     """
     run = RunDir(Path(run_dir))
     if not run.config_path.exists():
@@ -162,16 +165,16 @@ def eval_run(
     if stored.get("algo") == "hypercrl":  # MPC on a learned model (mbrl run-demo)
         from mbrl.agents.loading import load
 
-        result = load(run_dir).agent.evaluate(episodes, seed=seed)
+        result = load(run_dir, device=device).agent.evaluate(episodes, seed=seed)
         out = {k.removeprefix("eval/"): v for k, v in result.items()}
     elif "algo" in stored or "dataset" in stored:  # an offline run (RAVL, MOPO, BC)
         from mbrl.agents.offline_commands import evaluate_run
 
-        out = evaluate_run(run_dir, episodes, seed=seed)
+        out = evaluate_run(run_dir, episodes, seed=seed, device=device)
     else:
         from mbrl.agents.loading import load_online_agent
 
-        result = load_online_agent(run).evaluate(episodes, seed=seed)
+        result = load_online_agent(run, device=device).evaluate(episodes, seed=seed)
         out = {
             "return_mean": result["eval/return_mean"],
             "return_std": result["eval/return_std"],
@@ -230,7 +233,7 @@ def demo_config(seed: int = 0, total_steps: int = 1000) -> Any:
     )
 
 
-def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0) -> int:
+def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0, device: str | None = None) -> int:
     """The README's main job: a planning agent learns Pendulum-v1's dynamics and swings the pendulum up.
 
     Model-based MPC (:func:`demo_config`) for ``total_steps`` env steps, logged to CSV and TensorBoard; prints one
@@ -242,6 +245,7 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
         run_dir: where the run goes.
         total_steps: env steps.
         seed: seed.
+        device: the model's and the planner's device (cpu, cuda, auto = cuda when available; default cpu).
     """
     import time
 
@@ -252,6 +256,8 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0)
 
     set_threads(1)  # small networks: one thread is the fast setting, and 2 collapse beside any other load
     config = demo_config(seed, total_steps)
+    if device is not None:
+        config = with_device(config, device)
     path = Path(run_dir)
     done = path / "demo.json"
     stored = config_to_dict(config)  # JSON-ready: compares equal to what demo.json holds

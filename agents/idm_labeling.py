@@ -38,6 +38,7 @@ from mbrl.data.splitting import Selection, split_labelled
 from mbrl.models.inverse_dynamics import IDM_FILE, IDMConfig, InverseDynamicsModel
 from mbrl.models.inverse_dynamics import idm_preset as idm_config
 from mbrl.types import Metrics
+from mbrl.utils import with_device
 
 AgentName = Literal["bc", "ravl", "mopo"]
 Preset = Literal["paper", "cpu", "quick"]
@@ -120,17 +121,19 @@ def make_agent(
     *,
     dataset_path: str | None = None,
     fit_max_time_s: float | None = None,
+    device: str | None = None,
     **loop: Any,
 ) -> Any:
     """An offline agent of the toolkit on an in-memory dataset (``loop`` overrides ``OfflineLoopConfig`` fields;
     ``dataset_path``, where ``dataset`` is stored, goes into the agent's config so ``mbrl eval`` can rebuild it;
-    ``fit_max_time_s`` caps the RAVL / MOPO ensemble fit of the preset)."""
+    ``fit_max_time_s`` caps the RAVL / MOPO ensemble fit of the preset; ``device`` sets every part's device)."""
     require_actions(dataset, f"the {name} agent")
     source = dataset_path if dataset_path is not None else dataset.source
     if name == "bc":
         from mbrl.agents.bc import BCAgent, bc_preset
 
-        return BCAgent(bc_preset(source, preset, **loop), dataset=dataset, run_dir=run_dir)
+        bc_config = bc_preset(source, preset, **loop)
+        return BCAgent(with_device(bc_config, device) if device else bc_config, dataset=dataset, run_dir=run_dir)
     if name in ("ravl", "mopo"):
         from mbrl.agents.mopo import mopo_preset
         from mbrl.agents.offline_model_based import OfflineModelBasedAgent
@@ -140,6 +143,8 @@ def make_agent(
         config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})
         if fit_max_time_s is not None:
             config = replace(config, fit=replace(config.fit, max_time_s=fit_max_time_s))
+        if device:
+            config = with_device(config, device)
         return OfflineModelBasedAgent(config, dataset=dataset, run_dir=run_dir)
     raise ValueError(f"unknown agent {name!r} (bc, ravl, mopo)")
 
@@ -180,6 +185,7 @@ def train_idm_label(
     env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
     resume: bool = False,
     idm_checkpoint_every_s: float = 30.0,
+    device: str | None = None,
 ) -> int:
     """Fit an inverse dynamics model on labelled trajectories, label the rest, train an offline agent (SS-ORL).
 
@@ -205,6 +211,7 @@ def train_idm_label(
         env_id: evaluation env (default: the dataset's).
         resume: continue the run in ``run_dir`` (same settings but ``updates`` / ``eval_episodes``).
         idm_checkpoint_every_s: seconds between progress saves of the IDM fit (0: every epoch).
+        device: the IDM's and the agent's device (cpu, cuda, auto = cuda when available; default: the presets').
     """
     from mbrl.data import save_npz
     from mbrl.logging import Logger
@@ -212,7 +219,7 @@ def train_idm_label(
 
     config = IDMLabelConfig(
         labelled_fraction=labelled_fraction, selection=selection, return_quantile=return_quantile, agent=agent,
-        preset=preset, seed=seed, idm=idm_config(idm_preset),
+        preset=preset, seed=seed, idm=idm_config(idm_preset) if device is None else with_device(idm_config(idm_preset), device),
     )
     split: tuple[OfflineDataset, OfflineDataset] | None = None
 
@@ -261,7 +268,8 @@ def train_idm_label(
         loop["updates"] = updates
     if eval_episodes is not None:
         loop["eval_episodes"] = eval_episodes
-    learner = make_agent(agent, union, preset, run.path / "agent", dataset_path=str(union_path.resolve()), **loop)
+    learner = make_agent(agent, union, preset, run.path / "agent", dataset_path=str(union_path.resolve()),
+                         device=device, **loop)
     # the agent's folder is a run directory of its own: `mbrl eval RUN_DIR/agent` rebuilds it from this config
     (run.path / "agent").mkdir(exist_ok=True)
     write_json_atomic(run.path / "agent" / "config.json", learner.config_dict())

@@ -17,6 +17,7 @@ import torch
 from mbrl.checkpoint import CheckpointError, atomic_torch_save
 from mbrl.rl.networks import TanhGaussianActor
 from mbrl.run import RunDir, config_from_dict
+from mbrl.utils import with_device
 
 EXPORT_FORMAT = "mbrl-tanh-gaussian-policy/1"
 
@@ -82,8 +83,9 @@ class LoadedAgent:
         return f"LoadedAgent({self.algo}, {self.kind}, run_dir={str(self.run_dir)!r})"
 
 
-def load(run_dir: str | Path) -> LoadedAgent:
-    """The agent of ``run_dir`` (any ``mbrl train`` run) at its latest checkpoint.
+def load(run_dir: str | Path, *, device: str | None = None) -> LoadedAgent:
+    """The agent of ``run_dir`` (any ``mbrl train`` run) at its latest checkpoint, on ``device`` (cpu, cuda,
+    auto; default: the run's own) whatever device it was trained on.
 
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint yet.
@@ -95,14 +97,14 @@ def load(run_dir: str | Path) -> LoadedAgent:
         raise FileNotFoundError(f"{run.config_path}: no such file (not a run directory)")
     stored = dict(run.read_config())
     if stored.get("algo") == "hypercrl":
-        return LoadedAgent(load_planning_agent(run), "planning", "hypercrl", run.path)
+        return LoadedAgent(load_planning_agent(run, device=device), "planning", "hypercrl", run.path)
     if "algo" in stored:
-        return LoadedAgent(load_run_agent(run.path), "offline", str(stored["algo"]), run.path)
-    agent = load_online_agent(run)
+        return LoadedAgent(load_run_agent(run.path, device=device), "offline", str(stored["algo"]), run.path)
+    agent = load_online_agent(run, device=device)
     return LoadedAgent(agent, "online", "dyna" if agent.config.use_model else "sac", run.path)
 
 
-def load_planning_agent(run: RunDir) -> Any:
+def load_planning_agent(run: RunDir, *, device: str | None = None) -> Any:
     """The ``HyperCRLAgent`` (MPC on a learned model) of a run such as ``mbrl run-demo``'s, at its latest
     checkpoint, planning on the task it learned last.
 
@@ -112,7 +114,7 @@ def load_planning_agent(run: RunDir) -> Any:
     from mbrl.agents.hypercrl import HyperCRLAgent, HyperCRLConfig
 
     stored = {k: v for k, v in run.read_config().items() if k != "algo"}
-    agent = HyperCRLAgent(config_from_dict(HyperCRLConfig, stored))
+    agent = HyperCRLAgent(_on(config_from_dict(HyperCRLConfig, stored), device))
     path = run.latest_checkpoint()
     if path is None:
         raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to load")
@@ -120,7 +122,7 @@ def load_planning_agent(run: RunDir) -> Any:
     return agent
 
 
-def load_online_agent(run: RunDir) -> Any:
+def load_online_agent(run: RunDir, *, device: str | None = None) -> Any:
     """The ``DynaAgent`` of an online run (``mbrl train dyna|sac|lipschitz``) at its latest checkpoint.
 
     Raises:
@@ -128,12 +130,16 @@ def load_online_agent(run: RunDir) -> Any:
     """
     from mbrl.agents.dyna import DynaAgent, DynaConfig
 
-    agent = DynaAgent(config_from_dict(DynaConfig, dict(run.read_config())))
+    agent = DynaAgent(_on(config_from_dict(DynaConfig, dict(run.read_config())), device))
     path = run.latest_checkpoint()
     if path is None:
         raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to load")
     agent.load(path)
     return agent
+
+
+def _on(config: Any, device: str | None) -> Any:
+    return config if device is None else with_device(config, device)
 
 
 def export_policy(run_dir: str | Path, path: str | Path) -> Path:

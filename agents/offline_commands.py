@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from mbrl.cli import ConfigCommand, RunOptions
 from mbrl.run import RESUMABLE_FIELDS, check_run_dir, prepare_run_dir
+from mbrl.utils import with_device
 
 Preset = Literal["paper", "cpu", "quick"]
 _RESUMABLE = RESUMABLE_FIELDS | {"updates", "eval_episodes"}
@@ -180,8 +181,9 @@ TRAIN_BC = ConfigCommand(
 )
 
 
-def load_run_agent(run_dir: str | Path) -> Any:
-    """Rebuild the offline agent of ``run_dir`` from its ``config.json`` and load its latest checkpoint.
+def load_run_agent(run_dir: str | Path, *, device: str | None = None) -> Any:
+    """Rebuild the offline agent of ``run_dir`` from its ``config.json`` (every part on ``device`` when given) and
+    load its latest checkpoint.
 
     Raises:
         FileNotFoundError: no config or no checkpoint.
@@ -202,9 +204,11 @@ def load_run_agent(run_dir: str | Path) -> Any:
     agent: Any
     if algo in ("ravl", "mopo"):
         config_type = RAVLConfig if algo == "ravl" else MOPOConfig
-        agent = OfflineModelBasedAgent(config_from_dict(config_type, data), fit_model=False)
+        config: Any = config_from_dict(config_type, data)
+        agent = OfflineModelBasedAgent(with_device(config, device) if device else config, fit_model=False)
     elif algo == "bc":
-        agent = BCAgent(config_from_dict(BCAgentConfig, data))
+        bc_config = config_from_dict(BCAgentConfig, data)
+        agent = BCAgent(with_device(bc_config, device) if device else bc_config)
     else:
         raise ValueError(f"{run.config_path}: algo {algo!r} is not an offline agent (ravl, mopo, bc)")
     path = run.latest_checkpoint()
@@ -214,7 +218,9 @@ def load_run_agent(run_dir: str | Path) -> Any:
     return agent
 
 
-def evaluate_run(run_dir: str | Path, episodes: int, seed: int | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, episodes: int, seed: int | None = None, *, device: str | None = None
+) -> dict[str, Any]:
     """Evaluate the latest checkpoint of an offline run for ``episodes`` episodes (deterministic policy), the
     first episode seeded with ``seed`` (default: as the run's own evaluations).
 
@@ -223,7 +229,7 @@ def evaluate_run(run_dir: str | Path, episodes: int, seed: int | None = None) ->
         with ``ref_min_score``, ``ref_max_score`` and ``ref_source`` (command line / dataset metadata / D4RL
         constants) when reference scores are known.
     """
-    agent = load_run_agent(run_dir)
+    agent = load_run_agent(run_dir, device=device)
     out: dict[str, Any] = {k.removeprefix("eval/"): v for k, v in agent.evaluate(episodes, seed=seed).items()}
     out["updates"] = float(agent.num_updates)
     if agent.refs is not None:
@@ -242,6 +248,7 @@ def make_dataset(
     splits: tuple[str, ...] = ("random", "medium", "medium-replay", "expert", "medium-expert"),
     sac_steps: int | None = None,
     split_size: int | None = None,
+    device: str | None = None,
 ) -> int:
     """Make D4RL-style Minari datasets (random, medium, medium-replay, expert, medium-expert) for an env.
 
@@ -259,6 +266,7 @@ def make_dataset(
         splits: which splits to write.
         sac_steps: override the preset's behaviour-training steps.
         split_size: override the preset's split size.
+        device: the behaviour learner's device (cpu, cuda, auto = cuda when available; default: the preset's).
     """
     from mbrl.envs.datasets import dataset_preset, make_datasets, minari_root
 
@@ -268,6 +276,8 @@ def make_dataset(
     if split_size is not None:
         overrides["split_size"] = split_size
     config = dataset_preset(env, preset, **overrides)
+    if device is not None:
+        config = with_device(config, device)
     with minari_root(out_dir):
         import os
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def load(run_dir: Any) -> Any:
+def load(run_dir: Any, *, device: str | None = None) -> Any:
     """The agent of ``run_dir`` at its latest checkpoint (see ``mbrl.agents.loading.load``); ``.predict(obs)`` acts.
 
     The one entry point of the core that reaches the agents layer, lazily (as the ``mbrl`` command does).
     """
     from mbrl.agents.loading import load as load_run
 
-    return load_run(run_dir)
+    return load_run(run_dir, device=device)

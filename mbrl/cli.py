@@ -19,6 +19,8 @@ from typing import Any
 
 import tyro
 
+from mbrl.utils import with_device
+
 # group -> command -> "module:function" (or a top-level command -> "module:function").
 COMMANDS: dict[str, dict[str, str] | str] = {
     "dataset": {
@@ -244,18 +246,6 @@ def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> in
     if run_options.overwrite and run_options.run_dir is not None:
         clear_run_dir(Path(run_options.run_dir))
     return command.run(parsed.cfg, run_options, start.options)
-
-
-def with_device(config: Any, device: str) -> Any:
-    """``config`` with every field named ``device`` (learner, ensemble, dynamics reward, ...) set to ``device``."""
-    changes: dict[str, Any] = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.name == "device":
-            changes["device"] = device
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes[field.name] = with_device(value, device)
-    return dataclasses.replace(config, **changes)
 
 
 _WRAPPER_HELP = """

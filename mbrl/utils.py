@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,3 +84,15 @@ def _fsync(path: Path) -> None:
     finally:
         os.close(fd)
 
+
+def with_device(config: Any, device: str) -> Any:
+    """``config`` (a frozen dataclass) with every field named ``device`` (learner, ensemble, dynamics reward, ...),
+    at any depth, set to ``device``."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name == "device":
+            changes["device"] = device
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes[field.name] = with_device(value, device)
+    return dataclasses.replace(config, **changes)

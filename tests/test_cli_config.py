@@ -177,3 +177,33 @@ def test_device_sets_every_part_and_part_flags_override_it() -> None:
     assert (every.sac.device, every.ensemble.device, every.morec.reward.device) == ("auto", "auto", "auto")
     assert (mixed.sac.device, mixed.ensemble.device) == ("cpu", "auto")
 
+
+
+TORCH_COMMANDS = [  # every command that builds a model, a learner or a planner
+    ["train", "ravl"], ["train", "mopo"], ["train", "bc"], ["train", "dyna"], ["train", "sac"], ["train", "lipschitz"],
+    ["train", "idm-label"], ["model", "train"], ["model", "eval"], ["model", "train-dynamics-reward"],
+    ["dataset", "make"], ["eval"], ["run-demo"],
+]
+
+
+@pytest.mark.parametrize("command", TORCH_COMMANDS, ids=" ".join)
+def test_every_torch_command_takes_device(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    assert re.search(r"--device\b", capsys.readouterr().out), f"mbrl {' '.join(command)} has no --device"
+
+
+def test_model_train_device_reaches_the_saved_ensemble(tmp_path: Path) -> None:
+    from mbrl.checkpoint import load_checkpoint
+    from mbrl.data import save_npz
+    from mbrl.envs.datasets import uniform_random_dataset
+    from mbrl.models.commands import load_model
+
+    data = tmp_path / "d.npz"
+    save_npz(uniform_random_dataset("Hopper-v5", 300, seed=0), data)
+    args = ["model", "train", str(data), "--fit.max-epochs", "1", "--ensemble.hidden", "16", "--ensemble.device", "auto"]
+    assert main([*args, "--run-dir", str(tmp_path / "m"), "--device", "cpu"]) == 0
+    assert main([*args, "--run-dir", str(tmp_path / "n")]) == 0
+    spec = [load_checkpoint(tmp_path / run / "model.pt").config["model"]["config"]["device"] for run in "mn"]
+    assert spec == ["cpu", "auto"]  # --device replaced the ensemble's own setting; without it, the flag stands
+    assert load_model(str(tmp_path / "m"), device="cpu").device.type == "cpu"

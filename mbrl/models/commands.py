@@ -21,6 +21,7 @@ from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig, FitReport
 from mbrl.models.fit import fit as run_fit
 from mbrl.models.quality import calibration, k_step_error, one_step_error
+from mbrl.utils import with_device
 
 MODEL_FILE = "model.pt"
 FIT_PROGRESS_FILE = "fit_progress.pt"
@@ -150,6 +151,7 @@ def train_model(
     fit: FitConfig = FitConfig(),  # noqa: B008
     seed: int = 0,
     threads: int = 1,
+    device: str | None = None,
 ) -> int:
     """Fit a probabilistic ensemble on a dataset and save it to RUN_DIR/model.pt.
 
@@ -164,12 +166,15 @@ def train_model(
         fit: training settings.
         seed: weight init, holdout split and bootstrap seed.
         threads: torch intra-op threads.
+        device: the device of the ensemble (cpu, cuda, auto = cuda when available; default: ensemble.device).
     """
     from mbrl.data.io import load_dataset
     from mbrl.utils import set_threads
 
     set_threads(threads)
     data = load_dataset(dataset, env_id=env_id)
+    if device is not None:
+        ensemble = with_device(ensemble, device)
     model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ensemble, seed=seed)
     report = fit_and_save(
         model, data, fit, Path(run_dir), seed=seed, rng=np.random.default_rng(seed), dataset=dataset,
@@ -197,6 +202,7 @@ def eval_model(
     json: bool = False,
     plot: str | None = None,
     threads: int = 1,
+    device: str = "auto",
 ) -> int:
     """Print a saved model's one-step error, k-step open-loop error and calibration on a dataset.
 
@@ -210,12 +216,13 @@ def eval_model(
         json: print one JSON object instead of a table.
         plot: write a PNG of error vs horizon to this path.
         threads: torch intra-op threads.
+        device: where the model runs (cpu, cuda, auto = cuda when available).
     """
     from mbrl.data.io import load_dataset
     from mbrl.utils import set_threads
 
     set_threads(threads)
-    model = load_model(run_or_checkpoint)
+    model = load_model(run_or_checkpoint, device=device)
     data = load_dataset(dataset, env_id=env_id)
     if data.obs_dim != model.obs_dim or not data.has_actions or data.action_dim != model.action_dim:
         raise ValueError(

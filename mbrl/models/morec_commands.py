@@ -15,6 +15,7 @@ import tyro
 from mbrl.models.dynamics_reward import DYNAMICS_REWARD_FILE, DynamicsReward, dynamics_reward_preset
 from mbrl.models.ensemble import EnsembleConfig, ProbabilisticEnsemble
 from mbrl.models.fit import FitConfig
+from mbrl.utils import with_device
 
 _PRESETS: dict[str, tuple[EnsembleConfig, FitConfig]] = {
     "cpu": (EnsembleConfig(num_members=7, num_elites=5), FitConfig(max_epochs=100, max_time_s=600.0)),
@@ -41,6 +42,7 @@ def fit_and_learn_reward(
     shuffled_negatives: float = 0.0,
     verbose: bool = True,
     checkpoint_every_s: float = 30.0,
+    device: str | None = None,
 ) -> tuple[ProbabilisticEnsemble, DynamicsReward, dict[str, float]]:
     """Fit the ensemble, learn the dynamics reward, save both into ``run_dir``; returns them and the final metrics.
 
@@ -70,6 +72,8 @@ def fit_and_learn_reward(
             raise ValueError(f"--iterations must be >= 1, got {iterations}")
         reward_cfg = dataclasses.replace(reward_cfg, num_iterations=iterations)
     reward_cfg = dataclasses.replace(reward_cfg, shuffled_negatives=shuffled_negatives)
+    if device is not None:  # the ensemble and the discriminator
+        ens_cfg, reward_cfg = with_device(ens_cfg, device), with_device(reward_cfg, device)
     reward_cfg.validate()
     data = load_dataset(dataset, env_id=env_id)
     if not data.has_actions:
@@ -131,6 +135,7 @@ def train_dynamics_reward_command(
     shuffled_negatives: float = 0.0,
     threads: int = 1,
     checkpoint_every_s: float = 30.0,
+    device: str | None = None,
 ) -> int:
     """Fit an ensemble and learn MOREC's dynamics reward on a dataset; save both into RUN_DIR.
 
@@ -147,13 +152,14 @@ def train_dynamics_reward_command(
         threads: torch intra-op threads.
         checkpoint_every_s: seconds between progress saves of the fit and of the reward learning (0: every epoch
             / iteration); running the same command again on the same run dir continues an interrupted run.
+        device: the ensemble's and the discriminator's device (cpu, cuda, auto = cuda when available).
     """
     from mbrl.utils import set_threads
 
     set_threads(threads)
     _, reward, final = fit_and_learn_reward(
         dataset, run_dir, seed=seed, preset=preset, env_id=env_id, iterations=iterations,
-        shuffled_negatives=shuffled_negatives, checkpoint_every_s=checkpoint_every_s,
+        shuffled_negatives=shuffled_negatives, checkpoint_every_s=checkpoint_every_s, device=device,
     )
     print(
         f"{reward!r}\n  held-out: r_D real {final['eval_reward_real_mean']:.3f} ± {final['eval_reward_real_std']:.3f}, "

@@ -41,11 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mbrl.agents.mopo import mopo_preset
 from mbrl.agents.offline_model_based import OfflineModelBasedAgent
 from mbrl.agents.ravl import ravl_preset
-from mbrl.cli import with_device
 from mbrl.data import OfflineDataset, load_dataset
 from mbrl.envs.datasets import uniform_random_dataset
 from mbrl.models.fit import FitConfig
-from mbrl.utils import cpu_name, resolve_device
+from mbrl.utils import cpu_name, resolve_device, with_device
 
 
 def random_hopper(n: int, seed: int = 0) -> OfflineDataset:
