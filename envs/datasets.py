@@ -54,6 +54,7 @@ from mbrl.evaluation import evaluate_policy
 from mbrl.loops import OnlineLoop, OnlineSchedule
 from mbrl.rl.policies import TorchPolicy
 from mbrl.rl.sac import SAC, SACConfig
+from mbrl.rl.train_sac import ReplaySAC
 from mbrl.run import write_json_atomic
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
@@ -175,8 +176,9 @@ def _bounds(env_id: str) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 
 # ----------------------------------------------------------------------------------------- behaviour policy
-class BehaviourTrainer:
-    """Model-free SAC on the real env with actor snapshots and exact resume (step 1 of the module docstring).
+class BehaviourTrainer(ReplaySAC):
+    """Model-free SAC on the real env (:class:`~mbrl.rl.train_sac.ReplaySAC` on an ``OnlineLoop``) with actor
+    snapshots and exact resume (step 1 of the module docstring).
 
     Args:
         config: the generation config.
@@ -189,14 +191,15 @@ class BehaviourTrainer:
         self.low, self.high, self.obs_dim, self.action_dim = _bounds(c.env_id)
         self.env = make_env(c.env_id)
         self.eval_env = make_env(c.env_id)
-        self.sac = SAC(
+        sac = SAC(
             self.obs_dim, self.action_dim, self.low, self.high, c.sac,
             generator=torch.Generator().manual_seed(_seed(c, 1)),
         )
         self.rng = np.random.default_rng([c.seed, 2])
-        self.buffer = ReplayBuffer(
-            c.sac_steps, self.obs_dim, self.action_dim, rng=np.random.default_rng([c.seed, 3]), device=self.sac.device
+        buffer = ReplayBuffer(
+            c.sac_steps, self.obs_dim, self.action_dim, rng=np.random.default_rng([c.seed, 3]), device=sac.device
         )
+        super().__init__(sac, buffer, learning_starts=c.learning_starts)
         self.snapshots: list[dict[str, Any]] = []
         self._progress: Progress | None = None
         schedule = OnlineSchedule(total_steps=c.sac_steps, random_steps=c.learning_starts, eval_episodes=0)
@@ -219,21 +222,11 @@ class BehaviourTrainer:
         actor = {k: v.detach().clone() for k, v in self.sac.actor.state_dict().items()}
         self.snapshots.append({"step": self.step, "return": result.return_mean, "actor": actor})
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        return self.sac.act(obs, deterministic=deterministic)
-
-    def observe(
-        self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
-        truncated: bool,
-    ) -> None:
-        self.buffer.add(obs, action, reward, next_obs, terminated, truncated)
-
     def train(self, step: int) -> Metrics:
         """After env step ``step`` (called by the loop): one SAC update past ``learning_starts``; a snapshot
         every ``snapshot_every`` steps and a checkpoint every ``checkpoint_every`` steps (and at the end)."""
         c = self.config
-        if step > c.learning_starts:
-            self.sac.update(self.buffer.sample(c.sac.batch_size))
+        super().train(step)
         if step % c.snapshot_every == 0 or step == c.sac_steps:
             self._snapshot()
             if self._progress is not None:

@@ -44,6 +44,7 @@ from torch.func import functional_call
 
 from mbrl.data.normalizer import Normalizer
 from mbrl.models.task_dynamics import (
+    CurrentTaskModel,
     Forward,
     TargetMLP,
     TaskView,
@@ -133,7 +134,7 @@ class HyperNetwork(nn.Module):
         return x
 
 
-class HyperNetworkModel:
+class HyperNetworkModel(CurrentTaskModel):
     """HyperCRL's dynamics model: a hypernetwork generating a per-task dynamics MLP (see the module doc).
 
     Task handling: the model starts on task 0. :meth:`start_task` moves to the next task (adds its
@@ -298,18 +299,6 @@ class HyperNetworkModel:
         self.in_norms[t].fit(torch.cat([batch.obs, batch.action], dim=1))
         self.out_norms[t].fit(_targets(batch, self.config.learn_reward))
         self._theta_cache.clear()
-
-    def predict(
-        self,
-        obs: Tensor,
-        action: Tensor,
-        *,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> ModelStep:
-        return self.predict_task(
-            self.current_task, obs, action, deterministic=deterministic, generator=generator
-        )
 
     def predict_task(
         self,

@@ -16,7 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from mbrl.data.normalizer import Normalizer
-from mbrl.models.task_dynamics import Forward, TaskView, _activation, _check_batch, _DynamicsHead, _targets
+from mbrl.models.task_dynamics import (
+    CurrentTaskModel,
+    Forward,
+    TaskView,
+    _activation,
+    _check_batch,
+    _DynamicsHead,
+    _targets,
+)
 from mbrl.types import Metrics, ModelStep, TransitionBatch
 
 # ---------------------------------------------------------------------------------------------------------
@@ -69,7 +77,7 @@ def _linear(a: int, b: int, generator: torch.Generator | None) -> nn.Linear:
     return layer
 
 
-class MLPDynamicsModel:
+class MLPDynamicsModel(CurrentTaskModel):
     """MLP ``(obs, action) -> (Δobs, reward)``: shared trunk + one head per task (or one head for all).
 
     One global normaliser (fit it once, on the first task's first training data). Tasks arrive in order via
@@ -164,18 +172,6 @@ class MLPDynamicsModel:
         _check_batch(batch, self.obs_dim, self.action_dim, "MLPDynamicsModel.fit_normalizer")
         self.in_norm.fit(torch.cat([batch.obs, batch.action], dim=1))
         self.out_norm.fit(_targets(batch, self.config.learn_reward))
-
-    def predict(
-        self,
-        obs: Tensor,
-        action: Tensor,
-        *,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> ModelStep:
-        return self.predict_task(
-            self.current_task, obs, action, deterministic=deterministic, generator=generator
-        )
 
     def predict_task(
         self,

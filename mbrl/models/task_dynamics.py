@@ -206,6 +206,34 @@ def _check_batch(batch: TransitionBatch, obs_dim: int, action_dim: int, where: s
         raise ValueError(f"{where}: empty batch")
 
 
+class CurrentTaskModel:
+    """Base of the multi-task dynamics models: ``predict`` is ``predict_task`` on the current task."""
+
+    current_task: int
+
+    def predict_task(
+        self,
+        task: int,
+        obs: Tensor,
+        action: Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> ModelStep:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        obs: Tensor,
+        action: Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> ModelStep:
+        """One step of the current task's model (the WorldModel protocol)."""
+        return self.predict_task(self.current_task, obs, action, deterministic=deterministic, generator=generator)
+
+
 class TaskView:
     """WorldModel view of one task of a multi-task dynamics model (:class:`~mbrl.models.hypernet.HyperNetworkModel`
     or :class:`~mbrl.models.multihead.MLPDynamicsModel`): ``predict``/``evaluate`` with that task's weights,

@@ -27,7 +27,7 @@ from mbrl.rl.sac import SAC, SACConfig
 from mbrl.types import Metrics
 from mbrl.utils import set_threads
 
-__all__ = ["EVAL_SEED_OFFSET", "SACTrainConfig", "train_sac"]
+__all__ = ["EVAL_SEED_OFFSET", "ReplaySAC", "SACTrainConfig", "train_sac"]
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,13 @@ def _box_bounds(env: gym.Env, env_id: str) -> tuple[np.ndarray, np.ndarray, int]
     return space.low.astype(np.float32), space.high.astype(np.float32), int(obs_space.shape[0])
 
 
-class _ModelFreeSAC:
-    """SAC + a replay buffer as an :class:`mbrl.loops.OnlineAgent`: ``utd`` updates after every env step past
-    ``learning_starts``."""
+class ReplaySAC:
+    """SAC + a replay buffer as an :class:`mbrl.loops.OnlineAgent`: every transition is stored, and every env step
+    past ``learning_starts`` does ``utd`` updates on uniform batches (SB3's ``SAC.learn``). ``train`` returns the
+    last update's metrics under ``train/`` (pending until read)."""
 
-    def __init__(self, sac: SAC, buffer: ReplayBuffer, config: SACTrainConfig) -> None:
-        self.sac, self.buffer, self.config = sac, buffer, config
+    def __init__(self, sac: SAC, buffer: ReplayBuffer, *, learning_starts: int, utd: int = 1) -> None:
+        self.sac, self.buffer, self.learning_starts, self.utd = sac, buffer, learning_starts, utd
         self.update_time = 0.0
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
@@ -95,13 +96,12 @@ class _ModelFreeSAC:
         self.buffer.add(obs, action, reward, next_obs, terminated, truncated)
 
     def train(self, step: int) -> Metrics:
-        c = self.config
-        if step <= c.learning_starts:
+        if step <= self.learning_starts:
             return {}
         t0 = time.perf_counter()
         metrics: Metrics = {}
-        for _ in range(c.utd):
-            metrics = self.sac.update(self.buffer.sample(c.sac.batch_size))
+        for _ in range(self.utd):
+            metrics = self.sac.update(self.buffer.sample(self.sac.config.batch_size))
         self.update_time += time.perf_counter() - t0
         return prefixed(metrics, "train/")
 
@@ -144,7 +144,7 @@ def train_sac(
     own_logger = logger is None and run_dir is not None
     if own_logger:
         logger = Logger(run_dir, total=c.total_steps, desc=f"sac {env_id}")
-    learner = _ModelFreeSAC(agent, buffer, c)
+    learner = ReplaySAC(agent, buffer, learning_starts=c.learning_starts, utd=c.utd)
 
     def save() -> None:
         from mbrl.checkpoint import save_run_checkpoint
