@@ -68,7 +68,7 @@ class BCAgent(OfflineAgent):
         )
 
     def _train_step(self) -> Metrics:
-        return self.bc.update(self.dataset.sample(self.config.bc.batch_size, self.rng))
+        return self.bc.update(self.dataset.sample(self.config.bc.batch_size, self.rng, self.bc.device))
 
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         return np.asarray(self.bc.act(obs, deterministic=deterministic))

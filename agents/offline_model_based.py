@@ -321,7 +321,7 @@ class OfflineModelBasedAgent(OfflineAgent):
         """A SAC batch: ``round(real_ratio * B)`` dataset rows, the rest from the model buffer."""
         c = self.config
         return mixed_batch(
-            lambda n: self.dataset.sample(n, self.rng), self.model_buffer, c.sac.batch_size, c.real_ratio
+            lambda n: self.dataset.sample(n, self.rng, self.sac.device), self.model_buffer, c.sac.batch_size, c.real_ratio
         )
 
     # -- OfflineAgent -----------------------------------------------------------------------------------------
@@ -329,10 +329,10 @@ class OfflineModelBasedAgent(OfflineAgent):
         c = self.config
         since_warm_start = self.num_updates - c.bc_warm_start
         if since_warm_start < 0:  # behaviour-cloning warm start: dataset batches, no rollouts yet
-            return self.sac.update(self.dataset.sample(c.sac.batch_size, self.rng), clone_actions=True)
+            return self.sac.update(self.dataset.sample(c.sac.batch_size, self.rng, self.sac.device), clone_actions=True)
         if since_warm_start % c.updates_per_epoch == 0:
             self.last_rollout = self.rollout_epoch()
-        anchor = self.dataset.sample(c.sac.batch_size, self.rng) if c.sac.bc_weight > 0 else None
+        anchor = self.dataset.sample(c.sac.batch_size, self.rng, self.sac.device) if c.sac.bc_weight > 0 else None
         metrics = self.sac.update(self.sample_batch(), bc_batch=anchor)
         metrics.update(self.last_rollout)
         return metrics

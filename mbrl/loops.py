@@ -211,11 +211,10 @@ class OnlineLoop:
             learned = self.agent.train(self.step)
             if log_due:  # per-update metrics are read (a device sync) only here
                 row.update(learned)
-            else:
-                row.update({k: learned[k] for k in metric_names(learned) if not _periodic(k)})
-            if log_due:
                 elapsed = time.perf_counter() - t_start
                 row["time/env_steps_per_s"] = (self.step - start_step) / max(elapsed, 1e-9)
+            else:
+                row.update({k: learned[k] for k in metric_names(learned) if not _periodic(k)})
             if self.eval_env is not None and s.eval_episodes and _due(s.eval_every, self.step):
                 last_eval, last_eval_at = self.evaluate(), self.step
                 row.update(last_eval)

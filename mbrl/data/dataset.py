@@ -347,8 +347,22 @@ class OfflineDataset:
     def sample(
         self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"
     ) -> TransitionBatch:
-        """``batch_size`` rows drawn uniformly with replacement by ``rng``."""
-        return self._batch(rng.integers(0, len(self), size=batch_size), device)
+        """``batch_size`` rows drawn uniformly with replacement by ``rng``, on ``device``. Off the CPU the rows
+        come from a copy of the whole dataset kept on that device (made on first use; the arrays must not change
+        afterwards), so a batch is one gather there instead of a host-to-device copy."""
+        rows = rng.integers(0, len(self), size=batch_size)
+        where = torch.device(device)
+        if where.type == "cpu":
+            return self._batch(rows, where)
+        return self.on_device(where).index(torch.as_tensor(rows, device=where))
+
+    def on_device(self, device: torch.device | str) -> TransitionBatch:
+        """All rows as a ``TransitionBatch`` on ``device``, made once per device and kept."""
+        key = str(torch.device(device))
+        cache: dict[str, TransitionBatch] = self.__dict__.setdefault("_device_rows", {})
+        if key not in cache:
+            cache[key] = self.to_batch(device)
+        return cache[key]
 
     def _batch(self, rows: np.ndarray | slice, device: torch.device | str) -> TransitionBatch:
         actions = self._require_actions("a TransitionBatch")

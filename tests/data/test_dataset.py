@@ -222,3 +222,16 @@ def test_env_dims_checked_against_real_env() -> None:
         DatasetError, match=r"key 'actions' has action_dim 2 but env 'Hopper-v5' has action shape \(3,\)"
     ):
         OfflineDataset(**(good | {"actions": np.zeros((n, 2))}), env_id="Hopper-v5")  # type: ignore[arg-type]
+
+
+def test_sampling_off_the_cpu_gathers_the_same_rows_from_a_kept_device_copy() -> None:
+    ds = make_dataset()
+    host = ds.sample(32, np.random.default_rng(4))
+    rows = np.random.default_rng(4).integers(0, len(ds), size=32)
+    gathered = ds.on_device("cpu").index(torch.as_tensor(rows))  # the device path's gather, on the CPU
+    for name in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):
+        torch.testing.assert_close(getattr(gathered, name), getattr(host, name), rtol=0, atol=0)
+    assert ds.on_device("cpu") is ds.on_device("cpu")  # made once per device
+    meta = ds.sample(32, np.random.default_rng(4), device="meta")  # off the CPU: from the kept copy
+    assert meta.obs.device.type == "meta" and meta.obs.shape == host.obs.shape
+    assert ds.on_device("meta") is ds.__dict__["_device_rows"]["meta"]
