@@ -294,6 +294,7 @@ def label_dataset(
     idm: Annotated[str, tyro.conf.arg(metavar="RUN_DIR")],
     relabel: bool = False,
     env_id: Annotated[str | None, tyro.conf.arg(name="env")] = None,
+    device: str | None = None,
 ) -> int:
     """Label an action-free dataset with a trained inverse dynamics model and write it (npz, hdf5 or Minari id).
 
@@ -303,13 +304,14 @@ def label_dataset(
         idm: run directory of ``mbrl train idm-label`` (its ``idm/`` folder) or a folder holding ``idm.pt``.
         relabel: replace the actions of a source that has them (all become proxy labels).
         env_id: env id to check dims against (default: the source's).
+        device: where the IDM runs (cpu, cuda, auto = cuda when available; default: its stored setting).
     """
     from mbrl.data import save_hdf5, save_minari, save_npz
 
     idm_dir = Path(idm)
     if (idm_dir / "idm" / "idm.pt").is_file():
         idm_dir = idm_dir / "idm"
-    model = InverseDynamicsModel.load(idm_dir)
+    model = InverseDynamicsModel.load(idm_dir, device=device)
     ds = load_dataset(source, env_id=env_id)
     if ds.has_actions and not relabel:
         raise ValueError(f"{ds.source}: the dataset already has actions; pass --relabel to replace them")

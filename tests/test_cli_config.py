@@ -182,7 +182,7 @@ def test_device_sets_every_part_and_part_flags_override_it() -> None:
 TORCH_COMMANDS = [  # every command that builds a model, a learner or a planner
     ["train", "ravl"], ["train", "mopo"], ["train", "bc"], ["train", "dyna"], ["train", "sac"], ["train", "lipschitz"],
     ["train", "idm-label"], ["model", "train"], ["model", "eval"], ["model", "train-dynamics-reward"],
-    ["dataset", "make"], ["eval"], ["run-demo"],
+    ["dataset", "make"], ["dataset", "label"], ["eval"], ["run-demo"],
 ]
 
 

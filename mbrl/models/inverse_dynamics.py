@@ -46,6 +46,7 @@ from mbrl.checkpoint import load_checkpoint, load_progress, restore_rng, rng_sta
 from mbrl.data.dataset import OfflineDataset
 from mbrl.nn import EnsembleLinear
 from mbrl.types import Metrics
+from mbrl.utils import with_device
 
 IDM_FILE = "idm.pt"
 _EPS = 1e-6
@@ -584,17 +585,20 @@ class InverseDynamicsModel:
                                extra=extra)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> InverseDynamicsModel:
+    def load(cls, run_dir: str | Path, *, device: str | None = None) -> InverseDynamicsModel:
         """Rebuild a model saved by :meth:`save` (``run_dir`` or the ``idm.pt`` file itself).
 
         Raises:
             FileNotFoundError: no ``idm.pt``.
         """
-        return cls.load_with_metrics(run_dir)[0]
+        return cls.load_with_metrics(run_dir, device=device)[0]
 
     @classmethod
-    def load_with_metrics(cls, run_dir: str | Path) -> tuple[InverseDynamicsModel, Metrics]:
-        """:meth:`load`, plus the fit metrics stored with the model (``{}`` when none)."""
+    def load_with_metrics(
+        cls, run_dir: str | Path, *, device: str | None = None
+    ) -> tuple[InverseDynamicsModel, Metrics]:
+        """:meth:`load` (on ``device`` when given, else the stored config's), plus the fit metrics stored with the
+        model (``{}`` when none)."""
         from mbrl.run import config_from_dict
 
         path = Path(run_dir)
@@ -607,7 +611,8 @@ class InverseDynamicsModel:
         model = cls(
             int(ckpt.extra["obs_dim"]), int(ckpt.extra["action_dim"]),
             np.asarray(state["action_low"]), np.asarray(state["action_high"]),
-            config_from_dict(IDMConfig, ckpt.config), generator=torch.Generator().manual_seed(0),
+            with_device(config_from_dict(IDMConfig, ckpt.config), device) if device else config_from_dict(IDMConfig, ckpt.config),
+            generator=torch.Generator().manual_seed(0),
         )
         model.load_state_dict(state)
         metrics = {k: float(v) for k, v in json.loads(str(ckpt.extra.get("metrics", "{}"))).items()}
