@@ -47,10 +47,8 @@ from mbrl.models.task_dynamics import (
     CurrentTaskModel,
     Forward,
     TargetMLP,
-    TaskView,
     _activation,
     _check_batch,
-    _DynamicsHead,
     _targets,
 )
 from mbrl.types import Metrics, ModelStep, TransitionBatch
@@ -166,12 +164,8 @@ class HyperNetworkModel(CurrentTaskModel):
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.obs_dim = obs_dim
-        self.action_dim = action_dim
+        super().__init__(obs_dim, action_dim, config.learn_reward, config.learn_std, generator=generator, device=device)
         self.config = config
-        self.device = torch.device(device)
-        self._generator = generator
-        self.head = _DynamicsHead(obs_dim, action_dim, config.learn_reward, config.learn_std)
         self.target = TargetMLP(
             self.head.in_dim, self.head.out_dim, config.target_hidden, config.target_activation
         )
@@ -227,15 +221,6 @@ class HyperNetworkModel(CurrentTaskModel):
         self._optimizer = torch.optim.Adam(
             [*self.hnet.parameters(), self.embeddings[task_index]], lr=self.config.lr
         )
-
-    def for_task(self, task: int) -> TaskView:
-        """A WorldModel view of ``task`` (its generated weights and normalisers)."""
-        self._check_task(task)
-        return TaskView(self, task)
-
-    def _check_task(self, task: int) -> None:
-        if not 0 <= task < self.num_tasks:
-            raise ValueError(f"HyperNetworkModel: task {task} not seen; tasks 0..{self.num_tasks - 1} exist")
 
     # -- weights ------------------------------------------------------------------------------------------
 
@@ -361,9 +346,6 @@ class HyperNetworkModel(CurrentTaskModel):
             "mse_norm": float(mse_norm.detach()),
             "grad_norm": grad_norm,
         }
-
-    def evaluate(self, batch: TransitionBatch) -> Metrics:
-        return self.evaluate_task(self.current_task, batch)
 
     def evaluate_task(self, task: int, batch: TransitionBatch) -> Metrics:
         """Holdout metrics of ``task``'s model: ``loss``, ``mse`` (next_obs, env units), ``mse_norm``, ``reward_mse``."""

@@ -19,10 +19,8 @@ from mbrl.data.normalizer import Normalizer
 from mbrl.models.task_dynamics import (
     CurrentTaskModel,
     Forward,
-    TaskView,
     _activation,
     _check_batch,
-    _DynamicsHead,
     _targets,
 )
 from mbrl.types import Metrics, ModelStep, TransitionBatch
@@ -103,12 +101,8 @@ class MLPDynamicsModel(CurrentTaskModel):
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.obs_dim = obs_dim
-        self.action_dim = action_dim
+        super().__init__(obs_dim, action_dim, config.learn_reward, config.learn_std, generator=generator, device=device)
         self.config = config
-        self.device = torch.device(device)
-        self._generator = generator
-        self.head = _DynamicsHead(obs_dim, action_dim, config.learn_reward, config.learn_std)
         widths = [self.head.in_dim, *config.hidden]
         self.trunk = nn.ModuleList(_linear(a, b, generator) for a, b in itertools.pairwise(widths)).to(
             self.device
@@ -145,15 +139,6 @@ class MLPDynamicsModel(CurrentTaskModel):
         self.num_tasks += 1
         self.current_task = task_index
         self._optimizer = self._make_optimizer()
-
-    def for_task(self, task: int) -> TaskView:
-        """A WorldModel view of ``task`` (its head; the single head if not ``multi_head``)."""
-        self._check_task(task)
-        return TaskView(self, task)
-
-    def _check_task(self, task: int) -> None:
-        if not 0 <= task < self.num_tasks:
-            raise ValueError(f"MLPDynamicsModel: task {task} not seen; tasks 0..{self.num_tasks - 1} exist")
 
     def _forward(self, task: int) -> Forward:
         head = self.heads[task if self.config.multi_head else 0]
@@ -218,9 +203,6 @@ class MLPDynamicsModel(CurrentTaskModel):
             grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
         self._optimizer.step()
         return {"loss": float(total.detach()), "mse_norm": float(first_mse.detach()), "grad_norm": grad_norm}
-
-    def evaluate(self, batch: TransitionBatch) -> Metrics:
-        return self.evaluate_task(self.current_task, batch)
 
     def evaluate_task(self, task: int, batch: TransitionBatch) -> Metrics:
         """Holdout metrics with ``task``'s head: ``loss``, ``mse`` (next_obs, env units), ``mse_norm``, ..."""

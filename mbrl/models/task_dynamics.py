@@ -207,9 +207,37 @@ def _check_batch(batch: TransitionBatch, obs_dim: int, action_dim: int, where: s
 
 
 class CurrentTaskModel:
-    """Base of the multi-task dynamics models: ``predict`` is ``predict_task`` on the current task."""
+    """Base of the multi-task dynamics models: sizes, device, the dynamics head, per-task views, and ``predict`` /
+    ``evaluate`` on the current task (``predict_task`` / ``evaluate_task``, which each model defines)."""
 
     current_task: int
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, learn_reward: bool, learn_std: bool, *,
+        generator: torch.Generator | None, device: torch.device | str,
+    ) -> None:
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.device = torch.device(device)
+        self._generator = generator
+        self.head = _DynamicsHead(obs_dim, action_dim, learn_reward, learn_std)
+
+    def for_task(self, task: int) -> TaskView:
+        """A WorldModel view of ``task`` (its weights and normalisers for every call)."""
+        self._check_task(task)
+        return TaskView(self, task)
+
+    def _check_task(self, task: int) -> None:
+        seen = int(getattr(self, "num_tasks"))  # noqa: B009 (an attribute of one model, a property of the other)
+        if not 0 <= task < seen:
+            raise ValueError(f"{type(self).__name__}: task {task} not seen; tasks 0..{seen - 1} exist")
+
+    def evaluate_task(self, task: int, batch: TransitionBatch) -> Metrics:
+        raise NotImplementedError
+
+    def evaluate(self, batch: TransitionBatch) -> Metrics:
+        """Holdout metrics of the current task's model."""
+        return self.evaluate_task(self.current_task, batch)
 
     def predict_task(
         self,
