@@ -77,6 +77,9 @@ class SACConfig:
         bc_weight: TD3+BC's behaviour regulariser on the actor (Fujimoto & Gu, NeurIPS 2021, their alpha=2.5), in
             SAC form: actor loss ``bc_weight * mean(alpha log pi - Q) / mean|Q| - mean log pi(a_data|s_data)`` on
             the ``bc_batch`` given to :meth:`update` (0 = off, as in every paper preset).
+        bc_loss: the regulariser's behaviour term: ``"nll"`` (``-mean log pi(a_data|s_data)``, ours: the SAC form
+            above) or ``"mse"`` (TD3+BC's own: ``mean (tanh(mu(s_data)) - a_data)^2`` over batch and action dims,
+            actions in [-1, 1]; bounded, where the NLL of a saturated data action under a narrow policy is not).
         init: parameter initialisation: ``"torch"`` (``nn.Linear``'s uniform, SB3) or ``"edac"`` (EDAC's and
             RAVL's released code: hidden biases 0.1, critic output layer ``U(+-3e-3)``, actor output layer
             ``U(+-1e-3)``; hidden weights as ``nn.Linear``).
@@ -123,6 +126,7 @@ class SACConfig:
     use_bf16: bool = False
     actor_update_every: int = 1
     bc_weight: float = 0.0
+    bc_loss: Literal["nll", "mse"] = "nll"
     init: Literal["torch", "edac"] = "torch"
     update_order: Literal["critic_first", "alpha_actor_critic"] = "critic_first"
     device: str = "cpu"
@@ -152,6 +156,7 @@ class SACConfig:
         check(self.adv_steps >= 1, f"adv_steps must be >= 1, got {self.adv_steps}")
         check(self.adv_norm in ("linf", "l2"), f"adv_norm must be 'linf' or 'l2', got {self.adv_norm!r}")
         check(self.bc_weight >= 0, f"bc_weight must be >= 0, got {self.bc_weight}")
+        check(self.bc_loss in ("nll", "mse"), f"bc_loss must be 'nll' or 'mse', got {self.bc_loss!r}")
         check(self.actor_update_every >= 1, f"actor_update_every must be >= 1, got {self.actor_update_every}")
         check(self.log_std_min < self.log_std_max, "log_std_min must be < log_std_max")
         check(
@@ -523,11 +528,14 @@ class SAC:
             with self._autocast():
                 q_pi = self.critic(obs, pi)
             a_loss = losses.actor_loss(q_pi.float(), log_prob, alpha, c.actor_q_reduction)
-            if anchor is not None:  # TD3+BC: Q term scaled by bc_weight / mean|Q|, plus the data's NLL
+            if anchor is not None:  # TD3+BC: Q term scaled by bc_weight / mean|Q|, plus the behaviour term
                 with self._autocast():
-                    anchor_log_prob = self.actor.log_prob(*anchor)
+                    if c.bc_loss == "mse":
+                        behaviour = (self.actor.deterministic(anchor[0]) - anchor[1]).pow(2).mean()
+                    else:
+                        behaviour = -self.actor.log_prob(*anchor).mean()
                 scale = c.bc_weight / q_pi.detach().float().abs().mean().clamp_min(1e-6)
-                a_loss = scale * a_loss - anchor_log_prob.mean()
+                a_loss = scale * a_loss + behaviour
         else:
             with self._autocast():
                 clone_log_prob = self.actor.log_prob(obs, clone)

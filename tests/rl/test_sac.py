@@ -336,16 +336,17 @@ def test_clone_actions_fits_the_batch_actions_and_still_trains_the_critics() -> 
     assert errors[True] < 0.1 * span < errors[False], errors
 
 
-def test_bc_weight_anchors_the_actor_to_the_bc_batch_and_is_off_by_default() -> None:
-    """TD3+BC's regulariser: with a small weight on the Q term the actor follows the anchor batch's actions;
-    with bc_weight 0 the same bc_batch is ignored (bit-identical to an update without it)."""
+@pytest.mark.parametrize("bc_loss", ["nll", "mse"])
+def test_bc_weight_anchors_the_actor_to_the_bc_batch_and_is_off_by_default(bc_loss: str) -> None:
+    """TD3+BC's regulariser (either behaviour term): with a small weight on the Q term the actor follows the
+    anchor batch's actions; with bc_weight 0 the same bc_batch is ignored (bit-identical to an update without it)."""
     b = batch(4, n=64)
     low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
     target = low + (high - low) * torch.sigmoid(b.obs[:, :ACT])
     anchor = TransitionBatch(b.obs, target, b.reward, b.next_obs, b.terminated, b.truncated)
     errors = {}
     for weight in (1e-3, 0.0):
-        sac = make(seed=0, init_alpha=0.01, actor_lr=3e-3, bc_weight=weight)
+        sac = make(seed=0, init_alpha=0.01, actor_lr=3e-3, bc_weight=weight, bc_loss=bc_loss)
         for _ in range(400):
             sac.update(b, bc_batch=anchor)
         errors[weight] = float((sac.act(b.obs, deterministic=True) - target).abs().mean())
@@ -357,3 +358,28 @@ def test_bc_weight_anchors_the_actor_to_the_bc_batch_and_is_off_by_default() -> 
     assert m1 == m2
     with pytest.raises(ValueError, match="bc_weight"):
         make(bc_weight=-1.0)
+    with pytest.raises(ValueError, match="bc_loss"):
+        make(bc_loss="l1")
+
+
+def test_bc_loss_mse_is_td3bc_squared_error_of_the_deterministic_action() -> None:
+    """The "mse" behaviour term is TD3+BC's: mean over batch and action dims of (tanh(mu(s)) - a)^2 in [-1, 1]
+    units. With the Q term's weight ~0, the actor's gradient is that of the hand-computed term."""
+    b = batch(4, n=32)
+    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+    target = low + (high - low) * torch.sigmoid(b.obs[:, :ACT])
+    anchor = TransitionBatch(b.obs, target, b.reward, b.next_obs, b.terminated, b.truncated)
+    sac = make(seed=0, bc_weight=1e-12, bc_loss="mse", actor_lr=1e-3)
+    ref = make(seed=0)
+    unit = (target - (high + low) / 2) / ((high - low) / 2)
+    loss = (torch.tanh(ref.actor(b.obs)[0]) - unit).pow(2).mean()
+    grads = torch.autograd.grad(loss, list(ref.actor.parameters()))
+    before = [p.detach().clone() for p in sac.actor.parameters()]
+    sac.update(b, bc_batch=anchor)
+    # Adam's first step moves each weight by -lr * sign(grad) (where the grad is not ~0): check the signs
+    moved = torch.cat([(p.detach() - q).flatten() for p, q in zip(sac.actor.parameters(), before, strict=True)])
+    g = torch.cat([x.flatten() for x in grads])
+    big = g.abs() > 1e-6
+    assert big.sum() > 100
+    agree = (torch.sign(moved[big]) == -torch.sign(g[big])).float().mean()
+    assert agree > 0.99, float(agree)
