@@ -117,6 +117,7 @@ def run_one(
     from mbrl.agents.offline_model_based import OfflineModelBasedAgent
     from mbrl.agents.ravl import ravl_preset
     from mbrl.logging import Logger, read_csv
+    from mbrl.run import write_json_atomic
 
     done = run_dir / "result.json"
     if done.is_file():
@@ -138,6 +139,9 @@ def run_one(
         config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
         config = replace(config, sac=replace(config.sac, **learner))
         agent = OfflineModelBasedAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
+    # The run's config.json, as `mbrl train` writes it: `mbrl.load(run_dir)` and `mbrl eval run_dir` read it.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", agent.config_dict())
     # A run killed before its first checkpoint (inside the model fit) keeps the fit's progress file, which the
     # agent continues; its log restarts at step 0 either way.
     resume_step = agent.num_updates if agent.resume() else 0

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+import mbrl
+
+from mbrl.envs.datasets import minari_root
 from mbrl.logging import read_csv
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "offline_benchmark.py"
@@ -32,6 +35,11 @@ def test_quick_benchmark_with_and_without_the_filter(tmp_path: Path) -> None:
     assert by_algo["mopo+morec"]["rollout_stopped_fraction"] == logged[np.isfinite(logged)][-1] > 0
     assert "rollout_stopped_fraction" not in by_algo["mopo"]
     assert (out / "runs" / "Hopper-v5-medium" / "mopo+morec-s0" / "result.json").is_file()
+    # each run directory is a run directory: mbrl.load gives its agent at the last checkpoint
+    with minari_root(out / "minari"):
+        loaded = mbrl.load(out / "runs" / "Hopper-v5-medium" / "mopo+morec-s0")
+    assert (loaded.algo, loaded.agent.num_updates) == ("mopo", 200)
+    assert loaded.agent.config.filter == "morec"
     table = (out / "offline_benchmark.md").read_text()
     assert "| MOPO | MOPO+MOREC |" in table
     # offline_report.py: one row per arm with the per-seed finals of the runs, and a curve per dataset
