@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 import mbrl
-
 from mbrl.envs.datasets import minari_root
 from mbrl.logging import read_csv
 
