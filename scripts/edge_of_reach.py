@@ -5,7 +5,10 @@ Expected in kind: with the true model MOPO's penalty vanishes, its mean Q explod
 never-trained edge-of-reach states) and its normalized score collapses; RAVL's critic ensemble keeps Q bounded.
 
 Writes ``OUT/edge_of_reach.md`` (table), ``OUT/edge_of_reach.png`` (mean Q and normalized score over updates),
-``OUT/edge_of_reach.json`` and one run directory per (method, dynamics, seed).
+``OUT/edge_of_reach.json`` (rewritten as each run finishes) and one run directory per (method, dynamics, seed).
+Resumable: run the same command again and finished runs are read back, an interrupted one continues from its last
+checkpoint (one per evaluation). ``--model-dir`` gives the learned arms an ensemble fitted once by ``mbrl model
+train`` (else each learned arm fits its own).
 
     python scripts/edge_of_reach.py --dataset mbrl/hopper/medium-replay-v0 --updates 50000 --seeds 0 1 2
     python scripts/edge_of_reach.py --quick          # seconds: tiny generated dataset, a few hundred updates
@@ -16,47 +19,43 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # offline_benchmark (its resumable run) beside this file
+
 
 def run_one(
     method: str, dynamics: str, dataset: str, seed: int, updates: int, preset: str, eval_every: int, out: Path,
-    rollouts_per_epoch: int | None,
+    rollouts_per_epoch: int | None, model_dir: str | None = None,
 ) -> dict[str, Any]:
-    from mbrl.agents.mopo import mopo_preset
-    from mbrl.agents.offline_model_based import OfflineModelBasedAgent
-    from mbrl.agents.ravl import ravl_preset
-    from mbrl.logging import Logger, read_csv
+    """One arm in ``OUT/<method>-<dynamics>-s<seed>``, through ``offline_benchmark.run_one``: skipped when its
+    ``result.json`` exists, continued from its last checkpoint (one per evaluation) when interrupted. The
+    learned arm reuses the ensemble in ``model_dir`` (an ``mbrl model train`` run directory) when given."""
+    from offline_benchmark import run_one as benchmark_run
 
-    make = ravl_preset if method == "ravl" else mopo_preset
-    overrides: dict[str, Any] = {
-        "dynamics": dynamics, "loop_seed": seed, "loop_updates": updates, "loop_eval_every": eval_every,
-        "loop_checkpoint_every": 0, "loop_log_every": max(1, min(eval_every, 500)),
-    }
+    from mbrl.logging import read_csv
+    from mbrl.models.commands import load_ensemble
+
+    settings: dict[str, Any] = {"dynamics": dynamics, "loop_log_every": max(1, min(eval_every, 500))}
     if rollouts_per_epoch is not None:
-        overrides["rollouts_per_epoch"] = rollouts_per_epoch
-    config = make(dataset, preset, **overrides)  # type: ignore[arg-type]
+        settings["rollouts_per_epoch"] = rollouts_per_epoch
+    model = None
+    if dynamics == "learned" and model_dir is not None:
+        model = load_ensemble(model_dir, full_info=method == "mopo")
     run_dir = out / f"{method}-{dynamics}-s{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh log per run (the Logger appends to an existing CSV)
-    agent = OfflineModelBasedAgent(config, run_dir=None)
-    start = time.perf_counter()
-    with Logger(run_dir, total=updates, desc=f"{method}/{dynamics} s{seed}", console_keys=["train/q_mean", "eval/normalized_score"]) as logger:
-        final = agent.learn(logger)
+    r = benchmark_run(method, dataset, seed, preset, updates, eval_every, run_dir, model, settings=settings, tag=dynamics)
     log = read_csv(run_dir / "progress.csv")
     q_rows = np.isfinite(log.get("train/q_mean", np.array([])))
-    e_rows = np.isfinite(log.get("eval/normalized_score", np.array([])))
     q = log["train/q_mean"][q_rows] if q_rows.any() else np.array([float("nan")])
     return {
         "method": method, "dynamics": dynamics, "seed": seed,
         "q_steps": log["step"][q_rows].tolist(), "q_mean": q.tolist(),
-        "eval_steps": log["step"][e_rows].tolist(), "score": log["eval/normalized_score"][e_rows].tolist(),
-        "final_score": final.get("eval/normalized_score", float("nan")), "final_q": float(q[-1]),
-        "max_abs_q": float(np.nanmax(np.abs(q))), "time_s": time.perf_counter() - start,
+        "eval_steps": r["eval_steps"], "score": r["scores"], "final_score": r["final_score"], "final_q": float(q[-1]),
+        "max_abs_q": float(np.nanmax(np.abs(q))), "time_s": r["wall_s"], "updates_per_s": r["updates_per_s"],
     }
 
 
@@ -108,6 +107,18 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def write_summary(results: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> str:
+    """``edge_of_reach.{md,json,png}`` for the runs finished so far; returns the table."""
+    table = summarize(results)
+    header = f"Dataset `{args.dataset}`, {args.updates} updates, preset {args.preset}, seeds {args.seeds}.\n\n"
+    (out / "edge_of_reach.md").write_text(header + table + "\n")
+    (out / "edge_of_reach.json").write_text(
+        json.dumps(results, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+    )
+    plot(results, out / "edge_of_reach.png")
+    return table
+
+
 def quick_dataset(out: Path) -> str:
     """A tiny generated Hopper dataset (medium-replay of a short behaviour run) as an npz file."""
     from mbrl.data import load_dataset, save_npz
@@ -134,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts-per-epoch", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["mopo", "ravl"], choices=["mopo", "ravl"])
     parser.add_argument("--dynamics", nargs="+", default=["learned", "true"], choices=["learned", "true"])
+    parser.add_argument("--model-dir", default=None,
+                        help="an `mbrl model train` run directory: the learned arms reuse its ensemble (no fit)")
     parser.add_argument("--out", default="results/edge_of_reach")
     parser.add_argument("--quick", action="store_true", help="tiny generated dataset, 200 updates (a smoke run)")
     args = parser.parse_args(argv)
@@ -148,22 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         args.rollouts_per_epoch = args.rollouts_per_epoch or 100
     if not args.dataset:
         parser.error("--dataset is required (or --quick)")
-    results = []
+    results: list[dict[str, Any]] = []
+    table = ""
     for seed in args.seeds:
         for method in args.methods:
             for dynamics in args.dynamics:
                 r = run_one(
                     method, dynamics, args.dataset, seed, args.updates, args.preset, args.eval_every, out,
-                    args.rollouts_per_epoch,
+                    args.rollouts_per_epoch, args.model_dir,
                 )
                 print(f"{method}/{dynamics} seed {seed}: score {r['final_score']:.1f}, final mean Q {r['final_q']:.3g}, "
                       f"{r['time_s']:.0f} s", flush=True)
                 results.append(r)
-    table = summarize(results)
-    header = f"Dataset `{args.dataset}`, {args.updates} updates, preset {args.preset}, seeds {args.seeds}.\n\n"
-    (out / "edge_of_reach.md").write_text(header + table + "\n")
-    (out / "edge_of_reach.json").write_text(json.dumps(results, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x))
-    plot(results, out / "edge_of_reach.png")
+                table = write_summary(results, args, out)  # partial results as each run finishes
     print(table)
     print(f"wrote {out / 'edge_of_reach.md'}, {out / 'edge_of_reach.png'}")
     return 0

@@ -32,6 +32,17 @@ def test_edge_of_reach_quick(tmp_path: Path) -> None:
     }
     assert all(len(r["q_steps"]) == len(r["q_mean"]) > 0 and r["eval_steps"] for r in results)
     assert (tmp_path / "eor" / "edge_of_reach.png").is_file()
+    # Resumable: a run stopped after its checkpoint at update 100 continues from there and ends where the
+    # uninterrupted run ended; finished runs are read back, not re-run.
+    run = tmp_path / "eor" / "mopo-true-s0"
+    (run / "result.json").unlink()
+    (run / "checkpoints" / "ckpt_000000200.pt").unlink()
+    out = _run("edge_of_reach.py", "--out", str(tmp_path / "eor"), cwd=tmp_path)
+    assert "continuing from update 100" in out and out.count("continuing") == 1
+    again = {(r["method"], r["dynamics"]): r for r in json.loads((tmp_path / "eor" / "edge_of_reach.json").read_text())}
+    for r in results:
+        assert again[r["method"], r["dynamics"]]["score"] == r["score"]
+        assert again[r["method"], r["dynamics"]]["q_mean"] == r["q_mean"]
 
 
 def test_lipschitz_experiment_quick_prints_the_bellman_gap_columns(tmp_path: Path) -> None:
