@@ -45,6 +45,20 @@ def test_edge_of_reach_quick(tmp_path: Path) -> None:
         assert again[r["method"], r["dynamics"]]["q_mean"] == r["q_mean"]
 
 
+def test_policy_diagnosis_quick(tmp_path: Path) -> None:
+    """Q along real episodes against the real return-to-go, and the model's error on the real transitions."""
+    out = _run("policy_diagnosis.py", "--out", str(tmp_path / "diag"), "--episodes", "2", cwd=tmp_path)
+    assert "Q_min - G, first half" in out
+    data = json.loads((tmp_path / "diag" / "diagnosis.json").read_text())
+    assert data["algo"] == "ravl" and data["updates"] == 200 and len(data["episodes"]) == 2
+    for ep in data["episodes"]:
+        assert len(ep["q_min"]) == len(ep["g"]) == len(ep["model_mse"]) == ep["length"] > 0
+        if ep["terminated"]:  # G of the last step is its reward: G(T-1) = r(T-1) <= return, all finite
+            assert all(v is not None for v in ep["g"]) and ep["g"][-1] <= ep["return"] + 1e-6
+        assert all(m >= 0 for m in ep["model_mse"])
+    assert (tmp_path / "diag" / "diagnosis.png").stat().st_size > 10_000
+
+
 def test_lipschitz_experiment_quick_prints_the_bellman_gap_columns(tmp_path: Path) -> None:
     out = _run("lipschitz_experiment.py", "--out", str(tmp_path / "lip"), cwd=tmp_path)
     assert "Bellman gap, last / mean over steps" in out
