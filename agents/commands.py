@@ -121,6 +121,12 @@ TRAIN_DYNA = ConfigCommand(
     default_target="InvertedPendulum-v5",
 )
 
+# DynaConfig fields that model-free SAC never reads (use_model is False): not flags of `mbrl train sac`.
+SAC_HIDDEN_FIELDS = (
+    "use_model", "model_training", "model_kind", "epoch_length", "model_train_every", "rollouts_per_step",
+    "rollout", "model_retain_refits", "real_ratio", "ensemble", "losse", "fit",
+)
+
 TRAIN_SAC = ConfigCommand(
     name="sac",
     description=(
@@ -133,6 +139,7 @@ TRAIN_SAC = ConfigCommand(
     preset=lambda env, preset, _: sac_preset(env, preset),  # type: ignore[arg-type]
     run=_run_online_command("sac"),
     default_target="InvertedPendulum-v5",
+    hidden=SAC_HIDDEN_FIELDS,
 )
 
 

@@ -101,6 +101,9 @@ class ConfigCommand:
         default_target: the target when the flag is not given (None: required).
         presets: the accepted ``--preset`` values.
         stored_extras: keys a run's config.json holds beside the config's fields (ignored by ``--config``).
+        hidden: top-level fields of ``config_type`` that this command's agent never reads (``mbrl train sac``
+            has no model): not offered as flags, so the help shows only what the command uses; they keep the
+            preset's (or the ``--config`` file's) values and the run's config.json still holds every field.
     """
 
     name: str
@@ -114,6 +117,7 @@ class ConfigCommand:
     default_target: str | None = None
     presets: tuple[str, ...] = PRESETS
     stored_extras: tuple[str, ...] = ("algo",)
+    hidden: tuple[str, ...] = ()
 
 
 def read_config_file(path: str, command: ConfigCommand) -> dict[str, Any]:
@@ -222,6 +226,8 @@ def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> in
             raise ValueError(f"--config: {exc}") from None
     if start.device is not None:
         base = with_device(base, start.device)
+    _plain_type_help(command.config_type)
+    flag_type, flag_default = _with_hidden_fields(command.config_type, command.hidden, base)
     wrapper = dataclasses.make_dataclass(
         "Args",
         [
@@ -230,14 +236,13 @@ def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> in
             ("device", str | None, dataclasses.field(default=start.device)),
             *[(n, t, dataclasses.field(default=getattr(start.options, n))) for n, t, _ in _fields_of(command.options)],
             *[(n, t, dataclasses.field(default=f.default)) for n, t, f in _fields_of(RunOptions)],
-            ("cfg", typing.Annotated[command.config_type, tyro.conf.arg(name="")], dataclasses.field(default=base)),
+            ("cfg", typing.Annotated[flag_type, tyro.conf.arg(name="")], dataclasses.field(default=flag_default)),
         ],
         frozen=True,
     )
     wrapper.__doc__ = plain_help(
         command.description + _WRAPPER_HELP + _attribute_help(command.options) + _attribute_help(RunOptions)
     )
-    _plain_type_help(command.config_type)
     _plain_type_help(command.options)
     parsed: Any = tyro.cli(wrapper, args=args, prog=prog)
     run_options = RunOptions(**{n: getattr(parsed, n) for n, _, _ in _fields_of(RunOptions)})
@@ -245,7 +250,29 @@ def run_config_command(command: ConfigCommand, args: list[str], prog: str) -> in
         raise CommandError("--overwrite deletes the run that --resume would continue: give one of them")
     if run_options.overwrite and run_options.run_dir is not None:
         clear_run_dir(Path(run_options.run_dir))
-    return command.run(parsed.cfg, run_options, start.options)
+    config = parsed.cfg
+    if command.hidden:  # back to the config type itself (the flags' subclass only hid fields)
+        config = command.config_type(**{f.name: getattr(config, f.name) for f in dataclasses.fields(command.config_type)})
+    return command.run(config, run_options, start.options)
+
+
+def _with_hidden_fields(kind: type, hidden: tuple[str, ...], default: Any) -> tuple[type, Any]:
+    """``(kind, default)`` when nothing is hidden; else a frozen subclass of ``kind`` whose ``hidden`` fields tyro
+    suppresses (no flag, the default's value kept) and ``default`` as an instance of it."""
+    if not hidden:
+        return kind, default
+    names = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    unknown = sorted(set(hidden) - names)
+    if unknown:
+        raise ValueError(f"hidden: {kind.__name__} has no field(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(kind, include_extras=True)
+    suppressed = [
+        (n, typing.Annotated[hints[n], tyro.conf.Suppress], dataclasses.field(default=getattr(default, n)))
+        for n in hidden
+    ]
+    sub = dataclasses.make_dataclass(kind.__name__, suppressed, bases=(kind,), frozen=True)
+    sub.__doc__ = kind.__doc__
+    return sub, sub(**{n: getattr(default, n) for n in names})
 
 
 _WRAPPER_HELP = """
@@ -264,12 +291,14 @@ Args:
 _ARG_CONFIG: Any = type(tyro.conf.arg())
 
 
-def config_flags(kind: type, prefix: str = "") -> list[str]:
+def config_flags(kind: type, prefix: str = "", hidden: tuple[str, ...] = ()) -> list[str]:
     """The flags (without ``--``) tyro makes of a config dataclass's fields, nested ones dotted
     (``sac.critic-lr``), a field annotated ``tyro.conf.arg(name=...)`` under its name (``""``: its fields
-    unprefixed) plus its aliases."""
+    unprefixed) plus its aliases; none for the top-level fields named in ``hidden``."""
     flags: list[str] = []
     for name, hint, _ in _fields_of(kind):
+        if name in hidden:
+            continue
         meta: Any = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, _ARG_CONFIG)), None)
         kind_of_field = typing.get_args(hint)[0] if meta is not None else hint
         flag = (meta.name if meta is not None and meta.name is not None else name).replace("_", "-")
@@ -286,7 +315,7 @@ def command_flags(command: ConfigCommand) -> frozenset[str]:
     """Every flag of a config command: ``--preset``, ``--config``, its options, the run options, its config's."""
     fixed = ["preset", "config", "device", *(n.replace("_", "-") for n, _, _ in _fields_of(command.options))]
     fixed += [n.replace("_", "-") for n, _, _ in _fields_of(RunOptions)]
-    return frozenset(fixed + config_flags(command.config_type))
+    return frozenset(fixed + config_flags(command.config_type, hidden=command.hidden))
 
 
 def _attribute_help(kind: type | None) -> str:

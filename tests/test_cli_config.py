@@ -34,11 +34,12 @@ def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return capsys.readouterr().out
 
 
-def _leaf_fields(kind: type) -> int:
+def _leaf_fields(kind: type, hidden: tuple[str, ...] = ()) -> int:
     hints = typing.get_type_hints(kind)
     return sum(
         _leaf_fields(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else 1
         for f in dataclasses.fields(kind)  # type: ignore[arg-type]
+        if f.name not in hidden
     )
 
 
@@ -55,14 +56,35 @@ def test_every_config_field_is_a_flag_in_the_help(algo: str, capsys: pytest.Capt
     command = COMMANDS[algo]
     target = ["--env", "Hopper-v5"] if command.target == "env" else ["--dataset", "mbrl/hopper/medium-v0"]
     text = _help(capsys, algo, *target)
-    flags = config_flags(command.config_type)
-    # one flag per leaf field (plus the aliases), each shown in the help under the name the sweep uses
-    assert len([f for f in flags if f != "threads"]) == _leaf_fields(command.config_type)
+    flags = config_flags(command.config_type, hidden=command.hidden)
+    # one flag per leaf field the command uses (plus the aliases), each shown in the help under the name the
+    # sweep uses
+    assert len([f for f in flags if f != "threads"]) == _leaf_fields(command.config_type, command.hidden)
     missing = [f for f in flags if f"--{f} " not in text and f"--{f}," not in text]
     assert not missing
     assert command_info(algo).flags == command_flags(command)
     for option in ("preset", "config", "device", "run-dir", "resume", "overwrite"):
         assert f"--{option}" in text
+
+
+def test_train_sac_offers_no_model_flags_and_still_stores_the_whole_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`mbrl train sac` has no model: Dyna's model fields are not its flags (dyna keeps them), a model flag is
+    refused, and the config it runs is the full DynaConfig with the preset's values in those fields."""
+    sac_help, dyna_help = _help(capsys, "sac"), _help(capsys, "dyna")
+    for flag in ("--use-model", "--ensemble.hidden", "--fit.max-epochs", "--real-ratio", "--rollout.max-length"):
+        assert flag not in sac_help and flag in dyna_help, flag
+    assert "--sac.critic-lr" in sac_help and "--utd" in sac_help
+    command, seen = _capturing(TRAIN_SAC)
+    with pytest.raises(SystemExit):
+        run_config_command(command, ["--use-model"], "mbrl train sac")
+    assert "--use-model" in capsys.readouterr().err
+    assert run_config_command(command, ["--env", "Hopper-v5", "--utd", "3"], "mbrl train sac") == 0
+    config, _ = seen[-1]
+    assert type(config) is DynaConfig
+    assert config == dataclasses.replace(sac_preset("Hopper-v5", "cpu"), utd=3)
+    assert "utd" in command_flags(TRAIN_SAC) and "use-model" not in command_flags(TRAIN_SAC)
 
 
 def test_the_help_shows_the_presets_values(capsys: pytest.CaptureFixture[str]) -> None:
