@@ -263,8 +263,7 @@ def run_demo(run_dir: str = "runs/demo", total_steps: int = 1000, seed: int = 0,
 
     set_threads(1)  # small networks: one thread is the fast setting, and 2 collapse beside any other load
     config = demo_config(seed, total_steps)
-    if device is not None:
-        config = with_device(config, device)
+    config = with_device(config, device)
     path = Path(run_dir)
     done = path / "demo.json"
     stored = config_to_dict(config)  # JSON-ready: compares equal to what demo.json holds

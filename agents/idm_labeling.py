@@ -133,7 +133,7 @@ def make_agent(
         from mbrl.agents.bc import BCAgent, bc_preset
 
         bc_config = bc_preset(source, preset, **loop)
-        return BCAgent(with_device(bc_config, device) if device else bc_config, dataset=dataset, run_dir=run_dir)
+        return BCAgent(with_device(bc_config, device), dataset=dataset, run_dir=run_dir)
     if name in ("ravl", "mopo"):
         from mbrl.agents.mopo import mopo_preset
         from mbrl.agents.offline_model_based import OfflineModelBasedAgent
@@ -143,8 +143,7 @@ def make_agent(
         config = make(source, preset, **{f"loop_{k}": v for k, v in loop.items()})
         if fit_max_time_s is not None:
             config = replace(config, fit=replace(config.fit, max_time_s=fit_max_time_s))
-        if device:
-            config = with_device(config, device)
+        config = with_device(config, device)
         return OfflineModelBasedAgent(config, dataset=dataset, run_dir=run_dir)
     raise ValueError(f"unknown agent {name!r} (bc, ravl, mopo)")
 
@@ -219,7 +218,7 @@ def train_idm_label(
 
     config = IDMLabelConfig(
         labelled_fraction=labelled_fraction, selection=selection, return_quantile=return_quantile, agent=agent,
-        preset=preset, seed=seed, idm=idm_config(idm_preset) if device is None else with_device(idm_config(idm_preset), device),
+        preset=preset, seed=seed, idm=with_device(idm_config(idm_preset), device),
     )
     split: tuple[OfflineDataset, OfflineDataset] | None = None
 

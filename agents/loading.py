@@ -114,7 +114,7 @@ def load_planning_agent(run: RunDir, *, device: str | None = None) -> Any:
     from mbrl.agents.hypercrl import HyperCRLAgent, HyperCRLConfig
 
     stored = {k: v for k, v in run.read_config().items() if k != "algo"}
-    agent = HyperCRLAgent(_on(config_from_dict(HyperCRLConfig, stored), device))
+    agent = HyperCRLAgent(with_device(config_from_dict(HyperCRLConfig, stored), device))
     path = run.latest_checkpoint()
     if path is None:
         raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to load")
@@ -130,16 +130,12 @@ def load_online_agent(run: RunDir, *, device: str | None = None) -> Any:
     """
     from mbrl.agents.dyna import DynaAgent, DynaConfig
 
-    agent = DynaAgent(_on(config_from_dict(DynaConfig, dict(run.read_config())), device))
+    agent = DynaAgent(with_device(config_from_dict(DynaConfig, dict(run.read_config())), device))
     path = run.latest_checkpoint()
     if path is None:
         raise FileNotFoundError(f"{run.checkpoints_dir}: no checkpoint to load")
     agent.load(path)
     return agent
-
-
-def _on(config: Any, device: str | None) -> Any:
-    return config if device is None else with_device(config, device)
 
 
 def export_policy(run_dir: str | Path, path: str | Path) -> Path:

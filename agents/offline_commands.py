@@ -205,10 +205,10 @@ def load_run_agent(run_dir: str | Path, *, device: str | None = None) -> Any:
     if algo in ("ravl", "mopo"):
         config_type = RAVLConfig if algo == "ravl" else MOPOConfig
         config: Any = config_from_dict(config_type, data)
-        agent = OfflineModelBasedAgent(with_device(config, device) if device else config, fit_model=False)
+        agent = OfflineModelBasedAgent(with_device(config, device), fit_model=False)
     elif algo == "bc":
         bc_config = config_from_dict(BCAgentConfig, data)
-        agent = BCAgent(with_device(bc_config, device) if device else bc_config)
+        agent = BCAgent(with_device(bc_config, device))
     else:
         raise ValueError(f"{run.config_path}: algo {algo!r} is not an offline agent (ravl, mopo, bc)")
     path = run.latest_checkpoint()
@@ -276,8 +276,7 @@ def make_dataset(
     if split_size is not None:
         overrides["split_size"] = split_size
     config = dataset_preset(env, preset, **overrides)
-    if device is not None:
-        config = with_device(config, device)
+    config = with_device(config, device)
     with minari_root(out_dir):
         import os
 

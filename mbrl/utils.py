@@ -85,9 +85,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def with_device(config: Any, device: str) -> Any:
+def with_device(config: Any, device: str | None) -> Any:
     """``config`` (a frozen dataclass) with every field named ``device`` (learner, ensemble, dynamics reward, ...),
-    at any depth, set to ``device``."""
+    at any depth, set to ``device``; ``config`` itself when ``device`` is None (keep the stored devices)."""
+    if device is None:
+        return config
     changes: dict[str, Any] = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)

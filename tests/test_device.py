@@ -228,3 +228,14 @@ def test_device_storage_samples_on_its_device_and_takes_rollouts_without_the_hos
 def test_buffer_rejects_numpy_storage_off_the_host() -> None:
     with pytest.raises(ValueError, match="numpy storage"):
         ReplayBuffer(4, OBS, ACT, rng=np.random.default_rng(0), device="meta", storage="numpy")
+
+
+def test_with_device_sets_every_nested_device_field_and_none_keeps_the_stored_ones() -> None:
+    from mbrl.agents.ravl import ravl_preset
+    from mbrl.utils import with_device
+
+    config = ravl_preset("mbrl/hopper/medium-v0", "quick")
+    moved = with_device(config, "cuda")
+    assert (moved.sac.device, moved.ensemble.device) == ("cuda", "cuda")
+    assert (config.sac.device, config.ensemble.device) != ("cuda", "cuda")
+    assert with_device(config, None) is config

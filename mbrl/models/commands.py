@@ -173,8 +173,7 @@ def train_model(
 
     set_threads(threads)
     data = load_dataset(dataset, env_id=env_id)
-    if device is not None:
-        ensemble = with_device(ensemble, device)
+    ensemble = with_device(ensemble, device)
     model = ProbabilisticEnsemble(data.obs_dim, data.action_dim, ensemble, seed=seed)
     report = fit_and_save(
         model, data, fit, Path(run_dir), seed=seed, rng=np.random.default_rng(seed), dataset=dataset,

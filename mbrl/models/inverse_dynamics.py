@@ -611,7 +611,7 @@ class InverseDynamicsModel:
         model = cls(
             int(ckpt.extra["obs_dim"]), int(ckpt.extra["action_dim"]),
             np.asarray(state["action_low"]), np.asarray(state["action_high"]),
-            with_device(config_from_dict(IDMConfig, ckpt.config), device) if device else config_from_dict(IDMConfig, ckpt.config),
+            with_device(config_from_dict(IDMConfig, ckpt.config), device),
             generator=torch.Generator().manual_seed(0),
         )
         model.load_state_dict(state)

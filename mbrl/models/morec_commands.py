@@ -72,8 +72,7 @@ def fit_and_learn_reward(
             raise ValueError(f"--iterations must be >= 1, got {iterations}")
         reward_cfg = dataclasses.replace(reward_cfg, num_iterations=iterations)
     reward_cfg = dataclasses.replace(reward_cfg, shuffled_negatives=shuffled_negatives)
-    if device is not None:  # the ensemble and the discriminator
-        ens_cfg, reward_cfg = with_device(ens_cfg, device), with_device(reward_cfg, device)
+    ens_cfg, reward_cfg = with_device(ens_cfg, device), with_device(reward_cfg, device)  # ensemble, discriminator
     reward_cfg.validate()
     data = load_dataset(dataset, env_id=env_id)
     if not data.has_actions:
