@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,24 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def with_settings(config: Any, settings: dict[str, Any]) -> Any:
+    """``config`` with ``{"rollout_length": 20, "sac.bc_weight": 2.5, "ensemble.full_info": True}`` applied (a
+    dotted key names a field of a sub-config), checked once, as a whole, by the config's own rules."""
+    flat = {k: v for k, v in settings.items() if "." not in k}
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        if "." in key:
+            part, _, name = key.partition(".")
+            if "." in name or not is_dataclass(getattr(config, part, None)):
+                raise SystemExit(f"--set {key}: {part!r} is not a sub-config of {type(config).__name__}")
+            groups.setdefault(part, {})[name] = value
+    try:
+        subs = {part: replace(getattr(config, part), **fields) for part, fields in groups.items()}
+        return replace(config, **flat, **subs)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--set: {exc}") from None
 
 
 def dataset_average(dataset_id: str) -> float:
@@ -135,9 +153,8 @@ def run_one(
         extra: dict[str, Any] = dict(settings or {})
         if filt != "none":
             extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
-        learner = {k[4:]: extra.pop(k) for k in list(extra) if k.startswith("sac.")}  # e.g. sac.critic_layer_norm
-        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **extra)  # type: ignore[arg-type]
-        config = replace(config, sac=replace(config.sac, **learner))
+        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()})  # type: ignore[arg-type]
+        config = with_settings(config, extra)
         agent = OfflineModelBasedAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
     # The run's config.json, as `mbrl train` writes it: `mbrl.load(run_dir)` and `mbrl eval run_dir` read it.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -263,10 +280,12 @@ def main(argv: list[str] | None = None) -> int:
                 dataset_id = minari_id(gen, split)
                 averages[dataset_id] = dataset_average(dataset_id)
                 for algo, filt in [(a, f) for a in args.algos for f in args.filters if a != "bc" or f == "none"]:
+                    # MOPO's penalty reads every member's sigma (so does RAVL given --set penalty=uncertainty)
+                    full_info = algo == "mopo" or bool(settings.get("ensemble.full_info", False))
                     reward = None if filt == "none" else rewards[f"{env_id}-{split}"]
                     for seed in args.seeds:
                         run_dir = out / "runs" / f"{env_id}-{split}" / f"{variant(algo, filt, args.tag)}-s{seed}"
-                        model = None if algo == "bc" else shared_model(args.model_dir, f"{env_id}-{split}", algo == "mopo")
+                        model = None if algo == "bc" else shared_model(args.model_dir, f"{env_id}-{split}", full_info)
                         r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model, filt, reward, settings, args.tag)
                         print(f"{dataset_id} {r['algo']} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
                         results.append(r)
