@@ -76,3 +76,35 @@ def test_an_interrupted_run_continues_from_its_last_checkpoint(tmp_path: Path) -
     assert resumed["scores"] == uninterrupted["scores"]
     steps = read_csv(run / "progress.csv")["step"]
     assert len(steps) == len(np.unique(steps))
+
+
+def _script_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("offline_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_set_reaches_sub_configs_and_the_config_checks_the_whole() -> None:
+    import pytest
+
+    from mbrl.agents.ravl import ravl_preset
+
+    bench = _script_module()
+    base = ravl_preset("mbrl/hopper/medium-v0", "cpu")
+    settings = bench.parse_settings(["penalty=uncertainty", "ensemble.full_info=true", "penalty_coef=5",
+                                     "rollout_length=20", "sac.bc_weight=2.5"])
+    config = bench.with_settings(base, settings)
+    assert (config.penalty, config.penalty_coef, config.rollout_length) == ("uncertainty", 5, 20)
+    assert config.ensemble.full_info and not base.ensemble.full_info
+    assert (config.sac.bc_weight, config.sac.num_critics) == (2.5, base.sac.num_critics)
+    # the penalty without every member's sigma is refused with the config's own message, not a traceback
+    with pytest.raises(SystemExit, match="full_info"):
+        bench.with_settings(base, {"penalty": "uncertainty"})
+    with pytest.raises(SystemExit, match="'critic' is not a sub-config of RAVLConfig"):
+        bench.with_settings(base, {"critic.hidden": 64})
+    with pytest.raises(SystemExit, match="no_such_field"):
+        bench.with_settings(base, {"sac.no_such_field": 1})
