@@ -153,7 +153,8 @@ def run_one(
         extra: dict[str, Any] = dict(settings or {})
         if filt != "none":
             extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
-        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()})  # type: ignore[arg-type]
+        loop_settings = {k: extra.pop(k) for k in list(extra) if k.startswith("loop_")}  # the preset's loop
+        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **loop_settings)  # type: ignore[arg-type]
         config = with_settings(config, extra)
         agent = OfflineModelBasedAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
     # The run's config.json, as `mbrl train` writes it: `mbrl.load(run_dir)` and `mbrl eval run_dir` read it.

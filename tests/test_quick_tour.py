@@ -27,6 +27,7 @@ def test_the_tour_parses_into_the_commands_it_shows() -> None:
         assert expected in firsts
 
 
+@pytest.mark.xdist_group("ray")  # the tour runs a Ray sweep: on the Ray tests' worker (see tests/sweep/test_sweep_ray.py)
 def test_every_tour_command_runs_at_quick_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workdir = tmp_path / "tour"
     prepare(workdir)

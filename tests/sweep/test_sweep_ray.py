@@ -26,6 +26,8 @@ from mbrl.sweep.runner import SweepSummary, run_sweep
 from mbrl.sweep.spec import SweepSpec, parse_spec
 
 ray = pytest.importorskip("ray")
+# one local Ray instance at a time under pytest-xdist: every test that starts Ray runs on the same worker
+pytestmark = pytest.mark.xdist_group("ray")
 
 ENV = "InvertedPendulum-v5"
 
