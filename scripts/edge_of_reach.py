@@ -43,6 +43,8 @@ def run_one(
     settings: dict[str, Any] = {"dynamics": dynamics, "loop_log_every": max(1, min(eval_every, 500))}
     if rollouts_per_epoch is not None:
         settings["rollouts_per_epoch"] = rollouts_per_epoch
+    if method == "ravl":  # the paper's RAVL (no penalty, k = 5), not the cpu preset's stabilised one
+        settings |= {"penalty": "none", "rollout_length": 5, "ensemble.full_info": False}
     model = None
     if dynamics == "learned" and model_dir is not None:
         model = load_ensemble(model_dir, full_info=method == "mopo")

@@ -113,6 +113,30 @@ def dynamics_reward_file(args: argparse.Namespace, name: str) -> Path | None:
     return path
 
 
+def offline_config(
+    algo: str,
+    dataset_id: str,
+    preset: str,
+    loop: dict[str, Any] | None = None,
+    filt: str = "none",
+    dynamics_reward: Path | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Any:
+    """The RAVL or MOPO config of one run: the preset on the dataset, the loop fields ``loop``, the filter, then
+    ``settings`` (``loop_*`` keys to the preset's loop, dotted keys to sub-configs)."""
+    from mbrl.agents.mopo import mopo_preset
+    from mbrl.agents.ravl import ravl_preset
+
+    make = ravl_preset if algo == "ravl" else mopo_preset
+    extra: dict[str, Any] = dict(settings or {})
+    if filt != "none":
+        extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
+    loop_settings = {k: extra.pop(k) for k in list(extra) if k.startswith("loop_")}  # the preset's loop
+    loop_fields = {f"loop_{k}": v for k, v in (loop or {}).items()} | loop_settings
+    config = make(dataset_id, preset, **loop_fields)  # type: ignore[arg-type]
+    return with_settings(config, extra)
+
+
 def run_one(
     algo: str,
     dataset_id: str,
@@ -131,9 +155,7 @@ def run_one(
     the model, with ``dynamics_reward`` (or one learned by the run itself when ``None``); ``settings`` override
     fields of the RAVL/MOPO config (not BC's)."""
     from mbrl.agents.bc import BCAgent, bc_preset
-    from mbrl.agents.mopo import mopo_preset
     from mbrl.agents.offline_model_based import OfflineModelBasedAgent
-    from mbrl.agents.ravl import ravl_preset
     from mbrl.logging import Logger, read_csv
     from mbrl.run import write_json_atomic
 
@@ -149,13 +171,7 @@ def run_one(
     if algo == "bc":
         agent = BCAgent(bc_preset(dataset_id, preset, **loop), run_dir=run_dir)  # type: ignore[arg-type]
     else:
-        make = ravl_preset if algo == "ravl" else mopo_preset
-        extra: dict[str, Any] = dict(settings or {})
-        if filt != "none":
-            extra |= {"filter": filt, "dynamics_reward": None if dynamics_reward is None else str(dynamics_reward)}
-        loop_settings = {k: extra.pop(k) for k in list(extra) if k.startswith("loop_")}  # the preset's loop
-        config = make(dataset_id, preset, **{f"loop_{k}": v for k, v in loop.items()}, **loop_settings)  # type: ignore[arg-type]
-        config = with_settings(config, extra)
+        config = offline_config(algo, dataset_id, preset, loop, filt, dynamics_reward, settings)
         agent = OfflineModelBasedAgent(config, model=model, fit_model=model is None, run_dir=run_dir)
     # The run's config.json, as `mbrl train` writes it: `mbrl.load(run_dir)` and `mbrl eval run_dir` read it.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 dataset_id = minari_id(gen, split)
                 averages[dataset_id] = dataset_average(dataset_id)
                 for algo, filt in [(a, f) for a in args.algos for f in args.filters if a != "bc" or f == "none"]:
-                    # MOPO's penalty reads every member's sigma (so does RAVL given --set penalty=uncertainty)
-                    full_info = algo == "mopo" or bool(settings.get("ensemble.full_info", False))
+                    # the shared ensemble as the run's config wants it (MOPO's penalty reads every member's sigma)
+                    full_info = algo != "bc" and offline_config(algo, dataset_id, args.preset, settings=settings).ensemble.full_info
                     reward = None if filt == "none" else rewards[f"{env_id}-{split}"]
                     for seed in args.seeds:
                         run_dir = out / "runs" / f"{env_id}-{split}" / f"{variant(algo, filt, args.tag)}-s{seed}"

@@ -94,7 +94,7 @@ def test_set_reaches_sub_configs_and_the_config_checks_the_whole() -> None:
     from mbrl.agents.ravl import ravl_preset
 
     bench = _script_module()
-    base = ravl_preset("mbrl/hopper/medium-v0", "cpu")
+    base = ravl_preset("mbrl/hopper/medium-v0", "paper")  # RAVL as released: no penalty, k = 5
     settings = bench.parse_settings(["penalty=uncertainty", "ensemble.full_info=true", "penalty_coef=5",
                                      "rollout_length=20", "sac.bc_weight=2.5"])
     config = bench.with_settings(base, settings)
@@ -104,6 +104,11 @@ def test_set_reaches_sub_configs_and_the_config_checks_the_whole() -> None:
     # the penalty without every member's sigma is refused with the config's own message, not a traceback
     with pytest.raises(SystemExit, match="full_info"):
         bench.with_settings(base, {"penalty": "uncertainty"})
+    # offline_config: the preset, the loop, then the settings; the cpu preset's penalty needs every sigma
+    cpu = bench.offline_config("ravl", "mbrl/hopper/medium-v0", "cpu", {"seed": 3}, settings={"loop_log_every": 7})
+    assert (cpu.loop.seed, cpu.loop.log_every, cpu.penalty, cpu.ensemble.full_info) == (3, 7, "uncertainty", True)
+    with pytest.raises(SystemExit, match="full_info"):
+        bench.offline_config("ravl", "mbrl/hopper/medium-v0", "cpu", settings={"ensemble.full_info": False})
     with pytest.raises(SystemExit, match="'critic' is not a sub-config of RAVLConfig"):
         bench.with_settings(base, {"critic.hidden": 64})
     with pytest.raises(SystemExit, match="no_such_field"):

@@ -76,12 +76,18 @@ def test_preset_row(name: str, field: str, value: str, reference: str, source: s
 def test_cpu_presets_keep_the_paper_networks_losses_and_optimisers() -> None:
     """The cpu presets may change budgets only: every SAC and ensemble field equals the paper preset's except
     the ones the table names (bf16 for the offline agents)."""
-    for cpu, paper in ((ravl_preset("x", "cpu"), ravl_preset("x", "paper")),
-                       (mopo_preset("mbrl/hopper/medium-v0", "cpu"), mopo_preset("mbrl/hopper/medium-v0", "paper"))):
+    hopper = "mbrl/hopper/medium-v0"
+    # RAVL's cpu preset adds one stabiliser (ours, in the table): MOPO's penalty with MOPO's lambda, 20-step rollouts
+    ravl_cpu = ravl_preset(hopper, "cpu")
+    assert (ravl_cpu.penalty, ravl_cpu.penalty_coef, ravl_cpu.rollout_length, ravl_cpu.ensemble.full_info) == (
+        "uncertainty", mopo_preset(hopper, "paper").penalty_coef, 20, True)
+    ravl_cpu = dataclasses.replace(ravl_cpu, penalty="none", penalty_coef=1.0, rollout_length=5,
+                                   ensemble=dataclasses.replace(ravl_cpu.ensemble, full_info=False))
+    for cpu, paper in ((ravl_cpu, ravl_preset(hopper, "paper")), (mopo_preset(hopper, "cpu"), mopo_preset(hopper, "paper"))):
         assert dataclasses.replace(cpu.sac, use_bf16=False) == paper.sac
         assert cpu.ensemble == paper.ensemble
-        assert (cpu.rollout_length, cpu.real_ratio, cpu.retain_epochs, cpu.penalty_coef) == (
-            paper.rollout_length, paper.real_ratio, paper.retain_epochs, paper.penalty_coef)
+        assert (cpu.rollout_length, cpu.real_ratio, cpu.retain_epochs, cpu.penalty_coef, cpu.penalty) == (
+            paper.rollout_length, paper.real_ratio, paper.retain_epochs, paper.penalty_coef, paper.penalty)
     assert ravl_preset("x", "paper").sac == RAVL_SAC
     for env in MBPO_ENVS:
         cpu, paper = cpu_preset(env), mbpo_preset(env)

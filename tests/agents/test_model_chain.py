@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mbrl.agents.mopo import MOPO_DEFAULT_TASK, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
-from mbrl.agents.ravl import RAVLConfig, ravl_preset
+from mbrl.agents.ravl import RAVL_CPU_ROLLOUT_LENGTH, RAVLConfig, ravl_preset
 from mbrl.envs import get_spec
 from mbrl.models.chain import ModelChainConfig, build_model_chain
 from mbrl.models.dynamics_reward import DynamicsReward
@@ -50,6 +50,11 @@ def test_preset_equals_the_config_before_the_chain(algo: str, preset: str, datas
     expected = dict(REFERENCE[algo][preset], **{"loop.dataset": dataset})
     if algo == "mopo":
         expected["penalty_coef"], expected["rollout_length"] = REFERENCE["mopo_tasks"][dataset]
+    if (algo, preset) == ("ravl", "cpu"):  # the cpu preset's stabiliser (ours, added after the reference): MOPO's
+        # penalty with MOPO's lambda for the dataset, 20-step rollouts, every member's sigma
+        coef = REFERENCE["mopo_tasks"][dataset][0]
+        expected |= {"penalty": "uncertainty", "penalty_coef": coef, "rollout_length": RAVL_CPU_ROLLOUT_LENGTH,
+                     "ensemble.full_info": True}
     actual = _flat(config_to_dict(MAKERS[algo](dataset, preset)))  # type: ignore[operator]
     differing = {k: (v, actual.get(k, "<absent>")) for k, v in expected.items() if actual.get(k, "<absent>") != v}
     assert not differing, f"{algo}:{preset}@{dataset}: (before, now) {differing}"
@@ -58,8 +63,10 @@ def test_preset_equals_the_config_before_the_chain(algo: str, preset: str, datas
 @pytest.mark.parametrize("preset", PRESETS)
 def test_each_preset_rolls_out_through_its_algorithms_chain(preset: str) -> None:
     ravl = ravl_preset("mbrl/hopper/medium-v0", preset)  # type: ignore[arg-type]
+    # RAVL as released has no penalty; the cpu preset adds MOPO's, with MOPO's lambda for hopper/medium (5)
+    penalty, coef = ("uncertainty", 5.0) if preset == "cpu" else ("none", 1.0)
     assert ravl.model_chain == ModelChainConfig(dynamics="learned", ensemble=ravl.ensemble, filter="none",
-                                                morec=ravl.morec, penalty="none")
+                                                morec=ravl.morec, penalty=penalty, penalty_coef=coef)
     for dataset in REFERENCE["mopo_tasks"]:
         mopo = mopo_preset(dataset, preset)  # type: ignore[arg-type]
         coef, length = MOPO_TASKS.get(dataset_task(dataset), MOPO_DEFAULT_TASK)  # type: ignore[arg-type]
