@@ -152,7 +152,8 @@ class UncertaintyPenalty(DelegatingModel):
         if unc is None:
             raise ValueError(
                 f"{type(self.model).__name__}.predict gives no info['uncertainty'] for the MOPO penalty "
-                "(a ProbabilisticEnsemble needs full_info=True)"
+                "(a ProbabilisticEnsemble needs full_info=True; a model without one runs with penalty='none', "
+                "e.g. RAVL as released)"
             )
         info = dict(step.info)
         info["raw_reward"] = step.reward
