@@ -82,13 +82,19 @@ def dataset_task(dataset: str) -> tuple[str | None, str | None]:
     return env, split
 
 
+def mopo_task(dataset: str) -> tuple[float, int]:
+    """MOPO's released (lambda, h) for the dataset :func:`dataset_task` names (:data:`MOPO_TASKS`), else
+    :data:`MOPO_DEFAULT_TASK` (ours)."""
+    return MOPO_TASKS.get(dataset_task(dataset), MOPO_DEFAULT_TASK)  # type: ignore[arg-type]
+
+
 def mopo_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> MOPOConfig:
     """MOPO as released (:data:`MOPO_SAC`; per-dataset lambda and h from :data:`MOPO_TASKS`, named from the
     dataset id or file name by :func:`dataset_task`; 50k rollouts per epoch of 1000 updates, 5 retained epochs,
     real_ratio 0.05, penalty ``max over all members of ||sigma||``) with the ``preset``'s budget (``paper``:
     MOPO's 1000 epochs = 1M updates). ``overrides`` replace fields of :class:`MOPOConfig`, or of the loop when
     named ``loop_<field>``."""
-    coef, length = MOPO_TASKS.get(dataset_task(dataset), MOPO_DEFAULT_TASK)  # type: ignore[arg-type]
+    coef, length = mopo_task(dataset)
     return preset_config(
         MOPOConfig,
         dataset,

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 # MOPO's names lived here before MOPO had its own module: ``from mbrl.agents.ravl import mopo_preset`` keeps working.
-from mbrl.agents.mopo import MOPO_DEFAULT_TASK, MOPO_SAC, MOPO_TASKS, MOPOConfig, dataset_task, mopo_preset
+from mbrl.agents.mopo import (
+    MOPO_DEFAULT_TASK,
+    MOPO_SAC,
+    MOPO_TASKS,
+    MOPOConfig,
+    dataset_task,
+    mopo_preset,
+    mopo_task,
+)
 from mbrl.agents.offline_model_based import (
     OfflineModelBasedAgent,
     OfflineModelBasedConfig,
@@ -84,7 +92,7 @@ def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLC
     algorithm: dict[str, Any] = {"rollout_length": 5, "retain_epochs": 5, "real_ratio": 0.05}
     full_info = False
     if preset == "cpu":
-        coef, _ = MOPO_TASKS.get(dataset_task(dataset), MOPO_DEFAULT_TASK)  # type: ignore[arg-type]
+        coef, _ = mopo_task(dataset)
         algorithm |= {"penalty": "uncertainty", "penalty_coef": coef, "rollout_length": RAVL_CPU_ROLLOUT_LENGTH}
         full_info = True
     return preset_config(

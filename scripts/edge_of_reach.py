@@ -35,6 +35,7 @@ def run_one(
     """One arm in ``OUT/<method>-<dynamics>-s<seed>``, through ``offline_benchmark.run_one``: skipped when its
     ``result.json`` exists, continued from its last checkpoint (one per evaluation) when interrupted. The
     learned arm reuses the ensemble in ``model_dir`` (an ``mbrl model train`` run directory) when given."""
+    from offline_benchmark import offline_config
     from offline_benchmark import run_one as benchmark_run
 
     from mbrl.logging import read_csv
@@ -47,7 +48,8 @@ def run_one(
         settings |= {"penalty": "none", "rollout_length": 5, "ensemble.full_info": False}
     model = None
     if dynamics == "learned" and model_dir is not None:
-        model = load_ensemble(model_dir, full_info=method == "mopo")
+        full_info = offline_config(method, dataset, preset, settings=settings).ensemble.full_info
+        model = load_ensemble(model_dir, full_info=full_info)  # as the arm's config wants it
     run_dir = out / f"{method}-{dynamics}-s{seed}"
     r = benchmark_run(method, dataset, seed, preset, updates, eval_every, run_dir, model, settings=settings, tag=dynamics)
     log = read_csv(run_dir / "progress.csv")
