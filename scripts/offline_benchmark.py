@@ -23,7 +23,9 @@ model dir; learn one with ``mbrl model train-dynamics-reward`` or ``scripts/more
 
 Finished runs (``OUT/runs/<env>-<split>/<algo>-s<seed>/result.json``) are skipped when the script is re-run; an
 interrupted run continues from its last checkpoint (one per evaluation). ``--set KEY=VALUE --tag NAME`` runs an
-ablation arm (e.g. ``--set bc_warm_start=5000 --tag bcws5k``) in its own run dirs and table column.
+ablation arm (e.g. ``--set bc_warm_start=5000 --tag bcws5k``) in its own run dirs and table column. ``--archive DIR``
+copies each finished run's ``result.json`` (with the dataset's fingerprint) and ``config.json`` to ``DIR``, e.g. into
+the repo, so that a table built over several sessions or machines keeps every run.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ def run_one(
     fields of the RAVL/MOPO config (not BC's)."""
     from mbrl.agents.bc import BCAgent, bc_preset
     from mbrl.agents.offline_model_based import OfflineModelBasedAgent
+    from mbrl.data import load_dataset
     from mbrl.logging import Logger, read_csv
     from mbrl.run import write_json_atomic
 
@@ -187,10 +190,13 @@ def run_one(
         final = agent.learn(logger)
     log = read_csv(run_dir / "progress.csv")
     rows = np.isfinite(log["eval/normalized_score"])
+    q = np.isfinite(log["train/q_mean"]) if "train/q_mean" in log else np.zeros(len(log["step"]), dtype=bool)
     result = {
         "algo": variant(algo, filt, tag), "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
+        "dataset_fingerprint": load_dataset(dataset_id).fingerprint(),
         "final_score": final["eval/normalized_score"], "final_return": final["eval/return_mean"],
         "eval_steps": log["step"][rows].tolist(), "scores": log["eval/normalized_score"][rows].tolist(),
+        "q_steps": log["step"][q].tolist(), "q_mean": log["train/q_mean"][q].tolist() if q.any() else [],
         "wall_s": time.perf_counter() - start, "train_s": agent.train_time_s,
         "updates_per_s": agent.num_updates / max(agent.train_time_s, 1e-9),
         "shared_model": model is not None,
@@ -199,6 +205,21 @@ def run_one(
         result["rollout_stopped_fraction"] = agent.last_rollout.get("rollout/morec_stopped_fraction", float("nan"))
     done.write_text(json.dumps(result))
     return result
+
+
+def archive_run(run_dir: Path, dest: Path) -> None:
+    """Copy a finished run's ``result.json`` (scores, mean-Q curve, dataset fingerprint) and ``config.json`` to
+    ``dest``; checkpoints and logs stay behind. Refuses to overwrite a different result already archived there."""
+    from mbrl.run import write_json_atomic
+
+    result = json.loads((run_dir / "result.json").read_text())
+    old = dest / "result.json"
+    same = json.dumps(result, sort_keys=True)  # as text: NaN != NaN as floats
+    if old.is_file() and json.dumps(json.loads(old.read_text()), sort_keys=True) != same:
+        raise SystemExit(f"--archive: {old} holds a different result for this run; move it away or pick another DIR")
+    dest.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(dest / "config.json", json.loads((run_dir / "config.json").read_text()))
+    write_json_atomic(dest / "result.json", result)
 
 
 def table(results: list[dict[str, Any]], averages: dict[str, float]) -> str:
@@ -267,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a RAVL/MOPO config field in every run, e.g. bc_warm_start=5000 or "
                              "sac.critic_layer_norm=true (repeatable)")
     parser.add_argument("--tag", default="", help="name of the --set arm (column mopo+TAG, ravl+TAG)")
+    parser.add_argument("--archive", default=None, metavar="DIR",
+                        help="copy each finished run's result.json and config.json to DIR/runs/... (e.g. into the "
+                             "repo, so that a table built over several machines keeps every run; "
+                             "scripts/offline_report.py reads DIR like OUT)")
     parser.add_argument("--quick", action="store_true", help="tiny generated Hopper dataset, 200 updates")
     args = parser.parse_args(argv)
     settings = parse_settings(args.settings)
@@ -304,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         run_dir = out / "runs" / f"{env_id}-{split}" / f"{variant(algo, filt, args.tag)}-s{seed}"
                         model = None if algo == "bc" else shared_model(args.model_dir, f"{env_id}-{split}", full_info)
                         r = run_one(algo, dataset_id, seed, args.preset, args.updates, args.eval_every, run_dir, model, filt, reward, settings, args.tag)
+                        if args.archive:
+                            archive_run(run_dir, Path(args.archive) / run_dir.relative_to(out))
                         print(f"{dataset_id} {r['algo']} seed {seed}: {r['final_score']:.1f} ({r['wall_s']:.0f} s)", flush=True)
                         results.append(r)
     text = table(results, averages)

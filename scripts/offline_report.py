@@ -22,7 +22,8 @@ import numpy as np
 
 
 def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
-    """Every ``runs/<env>-<split>/<arm>-s<seed>/result.json`` with its curves from ``progress.csv``."""
+    """Every ``runs/<env>-<split>/<arm>-s<seed>/result.json`` with its mean-Q curve (from ``progress.csv`` where
+    the run dir has one, else from the result itself: an ``--archive`` copy)."""
     from mbrl.logging import read_csv
 
     runs = []
@@ -31,10 +32,14 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
             r = dict(json.loads(result.read_text()))
             u = int(r["updates"])
             r["arm"] = f"{r['algo']} @{u // 1000}k" if u % 1000 == 0 else f"{r['algo']} @{u}"  # per budget
-            log = read_csv(result.parent / "progress.csv")
-            q = np.isfinite(log.get("train/q_mean", np.array([])))
-            r["q_steps"] = log["step"][q].tolist() if q.any() else []
-            r["q_mean"] = log["train/q_mean"][q].tolist() if q.any() else []
+            if (result.parent / "progress.csv").is_file():
+                log = read_csv(result.parent / "progress.csv")
+                q = np.isfinite(log.get("train/q_mean", np.array([])))
+                r["q_steps"] = log["step"][q].tolist() if q.any() else []
+                r["q_mean"] = log["train/q_mean"][q].tolist() if q.any() else []
+            r.setdefault("q_steps", [])
+            r.setdefault("q_mean", [])
+            r.setdefault("dataset_fingerprint", "")
             runs.append(r)
     if not runs:
         raise SystemExit(f"no finished runs (runs/*/*/result.json) under {', '.join(map(str, dirs))}")
@@ -55,14 +60,25 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "final": final.tolist(), "mean": float(final.mean()), "se": float(se),
             "best": [float(max(r["scores"])) for r in members],
             "final_q": [float(r["q_mean"][-1]) if r["q_mean"] else float("nan") for r in members],
+            "data": sorted({r["dataset_fingerprint"] or "?" for r in members}),
         })
     return rows
 
 
+def mixed_data(rows: list[dict[str, Any]]) -> list[str]:
+    """Datasets whose runs were trained on different data (fingerprints differ: e.g. a regeneration on another
+    machine); their rows must not be compared as one table. Runs recorded before fingerprints (``?``) are not
+    counted as a difference."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        seen[r["dataset"]].update(f for f in r["data"] if f != "?")
+    return sorted(d for d, fps in seen.items() if len(fps) > 1)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset | arm | updates | final score per seed | mean ± SE | best eval per seed | final mean Q |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | arm | updates | final score per seed | mean ± SE | best eval per seed | final mean Q | data |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_seed = ", ".join(f"{v:.1f}" for v in r["final"])
@@ -70,8 +86,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         q = ", ".join(f"{v:.0f}" for v in r["final_q"])
         se = f" ± {r['se']:.1f}" if np.isfinite(r["se"]) else ""
         lines.append(
-            f"| {r['dataset']} | {r['arm']} | {r['updates']} | {per_seed} | {r['mean']:.1f}{se} (n={r['n']}) | {best} | {q} |"
+            f"| {r['dataset']} | {r['arm']} | {r['updates']} | {per_seed} | {r['mean']:.1f}{se} (n={r['n']}) | {best} | {q} "
+            f"| {', '.join(f[:8] for f in r['data'])} |"
         )
+    mixed = mixed_data(rows)
+    if mixed:
+        lines += ["", f"**Warning**: runs on different data (fingerprints differ) for {', '.join(mixed)}."]
+    lines += ["", "data: the first 8 hex digits of the dataset's fingerprint (`OfflineDataset.fingerprint()`); "
+              "`?`: a run recorded before fingerprints."]
     return "\n".join(lines)
 
 

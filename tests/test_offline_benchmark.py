@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import mbrl
+from mbrl.data import load_dataset
 from mbrl.envs.datasets import minari_root
 from mbrl.logging import read_csv
 
@@ -22,8 +23,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_quick_benchmark_with_and_without_the_filter(tmp_path: Path) -> None:
-    out = tmp_path / "bench"
-    proc = _run("--quick", "--algos", "mopo", "--splits", "medium", "--filters", "none", "morec", "--out", str(out))
+    out, archive = tmp_path / "bench", tmp_path / "archive"
+    proc = _run("--quick", "--algos", "mopo", "--splits", "medium", "--filters", "none", "morec", "--out", str(out),
+                "--archive", str(archive))
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "offline_benchmark.json").read_text())["results"]
     by_algo = {r["algo"]: r for r in results}
@@ -49,6 +51,44 @@ def test_quick_benchmark_with_and_without_the_filter(tmp_path: Path) -> None:
     assert set(rows) == {"mopo @200", "mopo+morec @200"}
     assert rows["mopo @200"]["final"] == [by_algo["mopo"]["final_score"]]
     assert (tmp_path / "rep" / "abl_quick_hopper_medium-v0.png").stat().st_size > 10_000
+    # every result names the data it was trained on
+    with minari_root(out / "minari"):
+        fingerprint = load_dataset("quick/hopper/medium-v0").fingerprint()
+    assert {r["dataset_fingerprint"] for r in results} == {fingerprint}
+    assert rows["mopo @200"]["data"] == [fingerprint]
+    # --archive: result + config of each finished run, no checkpoints; the report reads the archive like the
+    # output dir (its mean-Q curve from the result), and refuses nothing it should not
+    archived = archive / "runs" / "Hopper-v5-medium" / "mopo+morec-s0"
+    assert sorted(p.name for p in archived.iterdir()) == ["config.json", "result.json"]
+    assert json.loads((archived / "result.json").read_text()) == by_algo["mopo+morec"]
+    assert by_algo["mopo"]["q_mean"] and len(by_algo["mopo"]["q_steps"]) == len(by_algo["mopo"]["q_mean"])
+    from_archive = subprocess.run([sys.executable, str(SCRIPT.with_name("offline_report.py")), str(archive), "--out",
+                                   str(tmp_path / "rep2" / "abl")], capture_output=True, text=True, timeout=120)
+    assert from_archive.returncode == 0, from_archive.stderr[-2000:]
+    assert json.loads((tmp_path / "rep2" / "abl.json").read_text())["rows"] == json.loads(
+        (tmp_path / "rep" / "abl.json").read_text())["rows"]
+    # a different result already archived for the same run is not overwritten
+    (archived / "result.json").write_text(json.dumps({**by_algo["mopo+morec"], "final_score": -1.0}))
+    again = _run("--quick", "--algos", "mopo", "--splits", "medium", "--filters", "morec", "--out", str(out),
+                 "--archive", str(archive))
+    assert again.returncode != 0 and "holds a different result" in again.stderr
+    assert json.loads((archived / "result.json").read_text())["final_score"] == -1.0
+
+
+def test_report_warns_when_runs_of_one_dataset_saw_different_data() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("offline_report", SCRIPT.with_name("offline_report.py"))
+    assert spec is not None and spec.loader is not None
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    row = {"dataset": "d", "arm": "bc @50k", "n": 1, "updates": 50000, "final": [1.0], "mean": 1.0,
+           "se": float("nan"), "best": [1.0], "final_q": [float("nan")]}
+    same = [{**row, "data": ["aaaaaaaaaaaaaaaa"]}, {**row, "arm": "ravl @50k", "data": ["aaaaaaaaaaaaaaaa", "?"]}]
+    assert report.mixed_data(same) == [] and "Warning" not in report.table(same)
+    mixed = [*same, {**row, "arm": "mopo @50k", "data": ["bbbbbbbbbbbbbbbb"]}]
+    assert report.mixed_data(mixed) == ["d"]
+    assert "Warning**: runs on different data" in report.table(mixed)
 
 
 def test_filter_without_a_dynamics_reward_file_is_named(tmp_path: Path) -> None:

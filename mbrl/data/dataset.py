@@ -16,6 +16,7 @@ Treat a dataset as immutable: methods return new datasets and cache episode boun
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -377,6 +378,18 @@ class OfflineDataset:
         )
 
     # ------------------------------------------------------------------------------------------ statistics
+    def fingerprint(self) -> str:
+        """SHA-256 (first 16 hex digits) of every array's dtype, shape and bytes: two datasets with the same
+        fingerprint hold the same transitions, so results from different machines or generations can be compared
+        (or refused) on it. Metadata is not part of it."""
+        digest = hashlib.sha256()
+        for name, array in self._arrays().items():
+            if array is not None:
+                a = np.ascontiguousarray(array)
+                digest.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+                digest.update(a.tobytes())
+        return digest.hexdigest()[:16]
+
     def obs_stats(self, min_std: float = 1e-6) -> Normalizer:
         """A ``Normalizer`` fitted on ``observations``."""
         return Normalizer(self.obs_dim, min_std=min_std).fit(self.observations)

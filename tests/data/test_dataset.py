@@ -43,6 +43,19 @@ def test_episode_slices_and_returns() -> None:
     assert set(eps[0]) == {"observations", "actions", "rewards", "next_observations", "terminals", "timeouts"}
 
 
+def test_fingerprint_names_the_transitions_not_the_metadata() -> None:
+    ds = make_dataset()
+    assert ds.fingerprint() == make_dataset().fingerprint()
+    assert len(ds.fingerprint()) == 16
+    assert make_dataset(metadata={"ref_min_score": 1.0}).fingerprint() == ds.fingerprint()
+    changed_reward = np.arange(10, dtype=np.float32)
+    changed_reward[9] += 1e-3
+    changed_flag = np.isin(np.arange(10), [2, 3])
+    assert make_dataset(rewards=changed_reward).fingerprint() != ds.fingerprint()
+    assert make_dataset(terminals=changed_flag).fingerprint() != ds.fingerprint()
+    assert ds.without_actions().fingerprint() != ds.fingerprint()
+
+
 def test_continuous_rows_without_flags_are_one_episode() -> None:
     ds = make_dataset(
         terminals=np.zeros(10, bool),
