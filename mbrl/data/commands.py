@@ -60,6 +60,7 @@ def info(source: Source, /, env: EnvId = None, json: bool = False, check: bool =
         f"min {_fmt(s['reward_min'])}  max {_fmt(s['reward_max'])}",
         f"return        mean {_fmt(s['return_mean'])}  std {_fmt(s['return_std'])}  "
         f"min {_fmt(s['return_min'])}  max {_fmt(s['return_max'])}",
+        f"fingerprint   {s['fingerprint']} (SHA-256 of the transitions: equal fingerprints, equal data)",
     ]
     if "normalized_return_mean" in s:
         lines.append(

@@ -395,7 +395,8 @@ class OfflineDataset:
         return Normalizer(self.obs_dim, min_std=min_std).fit(self.observations)
 
     def summary(self) -> dict[str, Any]:
-        """Counts, dims and reward / episode-return / episode-length statistics (plain Python values).
+        """Counts, dims, reward / episode-return / episode-length statistics and the ``fingerprint`` (plain
+        Python values).
 
         Includes ``normalized_return_mean`` (D4RL score ``100 * (R - min) / (max - min)``) when the
         metadata has ``ref_min_score`` and ``ref_max_score``.
@@ -424,6 +425,7 @@ class OfflineDataset:
             "episode_length_mean": float(lengths.mean()),
             "episode_length_min": int(lengths.min()),
             "episode_length_max": int(lengths.max()),
+            "fingerprint": self.fingerprint(),
         }
         if self.proxy_actions is not None:
             out["n_proxy_actions"] = int(self.proxy_actions.sum())

@@ -388,9 +388,9 @@ def _read_minari(dataset_id: str) -> OfflineDataset:
     except Exception as exc:  # minari raises ValueError/KeyError/OSError/AssertionError on broken folders
         raise DatasetError(f"{source}: cannot open the Minari dataset ({type(exc).__name__}: {exc})") from exc
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc", "proxy")
+        k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc", "proxy", "known")
     }
-    has_proxy = False
+    has_proxy = has_known = False
     for ep in md.iterate_episodes():
         where = f"{source}: episode {ep.id}"
         if not isinstance(ep.observations, np.ndarray) or not isinstance(ep.actions, np.ndarray):
@@ -423,6 +423,9 @@ def _read_minari(dataset_id: str) -> OfflineDataset:
         proxy = (ep.infos or {}).get("proxy_action")
         has_proxy |= proxy is not None
         parts["proxy"].append(np.zeros(t, bool) if proxy is None else np.asarray(proxy).reshape(-1)[:t])
+        known = (ep.infos or {}).get("next_obs_known")
+        has_known |= known is not None
+        parts["known"].append(np.ones(t, bool) if known is None else np.asarray(known, bool).reshape(-1)[:t])
     if not parts["obs"]:
         raise DatasetError(f"{source}: dataset is empty (no episode with steps)")
     meta = md.storage.metadata
@@ -448,6 +451,7 @@ def _read_minari(dataset_id: str) -> OfflineDataset:
         "terminals": np.concatenate(parts["term"]),
         "timeouts": np.concatenate(parts["trunc"]),
         "proxy_actions": np.concatenate(parts["proxy"]) if has_proxy else None,
+        "next_obs_known": np.concatenate(parts["known"]) if has_known else None,
     }
     obs_space_shape = getattr(md.observation_space, "shape", None)
     ds = _build(source, arrays, env_id=env_id, metadata=metadata)
@@ -484,7 +488,7 @@ def save_minari(
 
     Each episode becomes one Minari episode holding ``T + 1`` observations (the episode's observations
     then the final next observation); terminals/timeouts become terminations/truncations; proxy-action
-    flags go to ``infos["proxy_action"]``. Uses ``minari.create_dataset_from_buffers`` (no jax needed).
+    flags go to ``infos["proxy_action"]`` and ``next_obs_known`` to ``infos["next_obs_known"]``. Uses ``minari.create_dataset_from_buffers`` (no jax needed).
     On failure the partly written dataset folder is deleted.
 
     Args:
@@ -541,9 +545,11 @@ def save_minari(
     obs, nxt = ds.observations, ds.next_observations
     buffers = []
     for i, (start, stop) in enumerate(ds.episode_slices()):
-        infos = None
+        infos: dict[str, np.ndarray] = {}
         if ds.proxy_actions is not None:
-            infos = {"proxy_action": ds.proxy_actions[start:stop].copy()}
+            infos["proxy_action"] = ds.proxy_actions[start:stop].copy()
+        if ds.next_obs_known is not None:  # else a derived next state (D4RL file without it) would become "true"
+            infos["next_obs_known"] = ds.next_obs_known[start:stop].copy()
         buffers.append(
             EpisodeBuffer(
                 id=i,
@@ -552,7 +558,7 @@ def save_minari(
                 rewards=ds.rewards[start:stop].copy(),  # type: ignore[arg-type]
                 terminations=ds.terminals[start:stop].copy(),  # type: ignore[arg-type]
                 truncations=ds.timeouts[start:stop].copy(),  # type: ignore[arg-type]
-                infos=infos,
+                infos=infos or None,
             )
         )
     spaces: dict[str, Any] = {}

@@ -68,6 +68,7 @@ def test_info_text_on_hdf5(three_episode_file: Path, capsys: pytest.CaptureFixtu
     assert lines["env"].split()[1] == "unknown"
     assert lines["return"].split()[1:] == ["mean", "7.33333", "std", "1.24722", "min", "6", "max", "9"]
     assert lines["reward"].split()[1:3] == ["mean", "3.66667"]
+    assert lines["fingerprint"].split()[1] == load_dataset(three_episode_file).fingerprint()
 
 
 def test_convert_chain_is_lossless(
@@ -81,6 +82,9 @@ def test_convert_chain_is_lossless(
     final = load_dataset(tmp_path / "b.h5")
     for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
         np.testing.assert_array_equal(getattr(final, key), getattr(original, key), err_msg=key)
+    # the derived next state of the terminal row (the next episode's reset) stays marked unknown through Minari
+    np.testing.assert_array_equal(final.known_next_obs(), [True, True, False, True, True, True])
+    assert final.fingerprint() == original.fingerprint()  # the data's, whatever the file format
     # Converting onto an existing Minari id is refused with one line, exit 2.
     assert main(["dataset", "convert", str(tmp_path / "a.npz"), "mine/toy-v0"]) == 2
     err = capsys.readouterr().err
