@@ -154,9 +154,9 @@ def _model_based_command(
 
 TRAIN_RAVL = _model_based_command(
     "ravl",
-    "Train RAVL (offline MBPO with a 10-critic EDAC ensemble, no uncertainty penalty) on a dataset (.hdf5 / .npz "
-    "path or local Minari id). paper: the released values, 3M updates; cpu: 50k updates, 5k rollouts per epoch, "
-    "bf16.",
+    "Train RAVL (offline MBPO with a 10-critic EDAC ensemble) on a dataset (.hdf5 / .npz path or local Minari id). "
+    "paper: the released values (no uncertainty penalty), 3M updates; cpu: 50k updates, 5k rollouts per epoch, "
+    "MOPO's uncertainty penalty with 20-step rollouts (ours, docs/presets.md), bf16 where the CPU has it natively.",
     _ravl_config,
     _config_type("mbrl.agents.ravl", "RAVLConfig"),
 )
@@ -165,7 +165,7 @@ TRAIN_MOPO = _model_based_command(
     "mopo",
     "Train MOPO (uncertainty-penalised offline MBPO, 2 critics) on a dataset (.hdf5 / .npz path or local Minari "
     "id); lambda and h are MOPO's released values for the dataset named by its id or file name (docs/presets.md). "
-    "paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16.",
+    "paper: 1M updates; cpu: 50k updates, 5k rollouts per epoch, bf16 where the CPU has it natively.",
     _mopo_config,
     _config_type("mbrl.agents.mopo", "MOPOConfig"),
 )

@@ -12,6 +12,9 @@ own, up to 10 minutes each at the cpu preset):
     mbrl model train mbrl/hopper/medium-v0 --run-dir models/Hopper-v5-medium --fit.max-time-s 300 \
         --ensemble.bf16-training --ensemble.no-full-info     # one per <env>-<split>
 
+(``--ensemble.bf16-training`` only on a CPU with native bf16, AVX512-BF16 or AMX: elsewhere it is emulated and
+many times slower than fp32; ``mbrl.utils.native_bf16`` says which, and the model warns.)
+
 then
 
     python scripts/offline_benchmark.py --minari-root data/minari --seeds 0 1 2 [--model-dir models]

@@ -1,8 +1,9 @@
 """Table and curves of finished offline runs: every arm of ``scripts/offline_benchmark.py`` in one or more output
 dirs (e.g. the plain agents and their ``--set ... --tag`` arms), per dataset.
 
-For each (dataset, arm): the final normalized score per seed, mean ± standard error, the best evaluation of each
-run (where a run peaked before it ended) and the final mean Q; a PNG per dataset with the normalized score and the
+For each (dataset, arm): the final normalized score per seed, mean ± standard error, the mean of each run's last
+three evaluations (less noisy than the last one alone), the best evaluation of each run (where a run peaked before
+it ended), the final mean Q and the data's fingerprint; a PNG per dataset with the normalized score and the
 critics' mean Q against updates, one line per run. Usage::
 
     python scripts/offline_report.py results/abl_mopo_50000 [more dirs] --out docs/results/ablation
@@ -59,6 +60,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "dataset": dataset, "arm": arm, "n": len(members), "updates": members[0]["updates"],
             "final": final.tolist(), "mean": float(final.mean()), "se": float(se),
             "best": [float(max(r["scores"])) for r in members],
+            "last3": [float(np.mean(r["scores"][-3:])) for r in members],
             "final_q": [float(r["q_mean"][-1]) if r["q_mean"] else float("nan") for r in members],
             "data": sorted({r["dataset_fingerprint"] or "?" for r in members}),
         })
@@ -77,16 +79,18 @@ def mixed_data(rows: list[dict[str, Any]]) -> list[str]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset | arm | updates | final score per seed | mean ± SE | best eval per seed | final mean Q | data |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | arm | updates | final score per seed | mean ± SE | mean of the last 3 evals per seed | best eval per seed "
+        "| final mean Q | data |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_seed = ", ".join(f"{v:.1f}" for v in r["final"])
         best = ", ".join(f"{v:.1f}" for v in r["best"])
+        last3 = ", ".join(f"{v:.1f}" for v in r["last3"])
         q = ", ".join(f"{v:.0f}" for v in r["final_q"])
         se = f" ± {r['se']:.1f}" if np.isfinite(r["se"]) else ""
         lines.append(
-            f"| {r['dataset']} | {r['arm']} | {r['updates']} | {per_seed} | {r['mean']:.1f}{se} (n={r['n']}) | {best} | {q} "
+            f"| {r['dataset']} | {r['arm']} | {r['updates']} | {per_seed} | {r['mean']:.1f}{se} (n={r['n']}) | {last3} | {best} | {q} "
             f"| {', '.join(f[:8] for f in r['data'])} |"
         )
     mixed = mixed_data(rows)

@@ -50,6 +50,7 @@ def test_quick_benchmark_with_and_without_the_filter(tmp_path: Path) -> None:
     rows = {r["arm"]: r for r in json.loads((tmp_path / "rep" / "abl.json").read_text())["rows"]}
     assert set(rows) == {"mopo @200", "mopo+morec @200"}
     assert rows["mopo @200"]["final"] == [by_algo["mopo"]["final_score"]]
+    assert rows["mopo @200"]["last3"] == [np.mean(by_algo["mopo"]["scores"][-3:])]
     assert (tmp_path / "rep" / "abl_quick_hopper_medium-v0.png").stat().st_size > 10_000
     # every result names the data it was trained on
     with minari_root(out / "minari"):
@@ -83,7 +84,7 @@ def test_report_warns_when_runs_of_one_dataset_saw_different_data() -> None:
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     row = {"dataset": "d", "arm": "bc @50k", "n": 1, "updates": 50000, "final": [1.0], "mean": 1.0,
-           "se": float("nan"), "best": [1.0], "final_q": [float("nan")]}
+           "se": float("nan"), "best": [1.0], "last3": [1.0], "final_q": [float("nan")]}
     same = [{**row, "data": ["aaaaaaaaaaaaaaaa"]}, {**row, "arm": "ravl @50k", "data": ["aaaaaaaaaaaaaaaa", "?"]}]
     assert report.mixed_data(same) == [] and "Warning" not in report.table(same)
     mixed = [*same, {**row, "arm": "mopo @50k", "data": ["bbbbbbbbbbbbbbbb"]}]

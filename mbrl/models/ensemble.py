@@ -33,7 +33,7 @@ from mbrl.data.normalizer import Normalizer
 from mbrl.metrics import LazyMetrics
 from mbrl.nn import EnsembleLinear, EnsembleMLP
 from mbrl.types import Metrics, ModelStep, TransitionBatch
-from mbrl.utils import resolve_device
+from mbrl.utils import resolve_device, warn_if_bf16_is_emulated
 
 # MBPO's per-layer L2 coefficients for its 4 hidden layers + output layer (input -> output).
 MBPO_WEIGHT_DECAY: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -259,6 +259,9 @@ class ProbabilisticEnsemble:
         self.action_dim = int(action_dim)
         self.num_members = config.num_members
         self.device = resolve_device(config.device)
+        for flag in ("bf16_inference", "bf16_training"):
+            if getattr(config, flag):
+                warn_if_bf16_is_emulated(self.device, f"EnsembleConfig.{flag}")
         generator = torch.Generator().manual_seed(seed)
         self.network = _EnsembleNetwork(self.obs_dim, self.action_dim, config, generator).to(self.device)
         self._decays = config.layer_decays()

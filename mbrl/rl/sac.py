@@ -37,7 +37,7 @@ from mbrl.rl import losses
 from mbrl.rl.networks import CriticEnsemble, TanhGaussianActor, edac_init
 from mbrl.rl.policies import TorchPolicy
 from mbrl.types import Metrics, TransitionBatch
-from mbrl.utils import resolve_device
+from mbrl.utils import resolve_device, warn_if_bf16_is_emulated
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,8 @@ class SAC:
         self.obs_dim = int(obs_dim)
         self.action_dim = int(action_dim)
         self.device = resolve_device(c.device)
+        if c.use_bf16:
+            warn_if_bf16_is_emulated(self.device, "SACConfig.use_bf16")
         low = torch.as_tensor(np.asarray(action_low, dtype=np.float32).reshape(-1))
         high = torch.as_tensor(np.asarray(action_high, dtype=np.float32).reshape(-1))
         if low.shape != (self.action_dim,) or high.shape != (self.action_dim,):
