@@ -78,9 +78,9 @@ RAVL_CPU_ROLLOUT_LENGTH = 20
 def ravl_preset(dataset: str, preset: Preset = "cpu", **overrides: Any) -> RAVLConfig:
     """RAVL as released (:data:`RAVL_SAC`; N=10, eta=1, k=5, real_ratio 0.05, 50k rollouts per epoch of 1000
     updates, 5 retained epochs, 7 members / 5 elites, no penalty) with the ``preset``'s budget: ``"paper"`` 3M
-    updates, ``"cpu"`` 50k updates and 5k rollouts per epoch with bf16 matmuls where the CPU has them natively, ``"quick"`` a few hundred
-    updates on small nets (smoke tests). ``overrides`` replace fields of :class:`RAVLConfig`, or of the loop when
-    named ``loop_<field>``.
+    updates, ``"cpu"`` 50k updates and 5k rollouts per epoch with bf16 matmuls where the CPU has them natively,
+    ``"quick"`` a few hundred updates on small nets (smoke tests). ``overrides`` replace fields of
+    :class:`RAVLConfig`, or of the loop when named ``loop_<field>``.
 
     The ``cpu`` preset adds a stabiliser of ours for its 50k-update budget: MOPO's uncertainty penalty (MOPO's
     released lambda for the dataset, :data:`~mbrl.agents.mopo.MOPO_TASKS`) and 20-step rollouts

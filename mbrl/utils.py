@@ -76,8 +76,9 @@ def warn_if_bf16_is_emulated(device: torch.device | str, what: str) -> None:
     """A warning naming ``what`` (e.g. ``"SACConfig.use_bf16"``) when bf16 was asked for on a device without
     native bf16, where it is many times slower than fp32 (``native_bf16``)."""
     if not native_bf16(device):
+        where = cpu_name() if torch.device(device).type == "cpu" else str(device)
         warnings.warn(
-            f"{what}=True, but {device} has no native bf16 ({cpu_name() if torch.device(device).type == 'cpu' else device}): "
+            f"{what}=True, but {device} has no native bf16 ({where}): "
             "bf16 matmuls are emulated here and run many times slower than fp32 (about 45x for the critics' "
             f"batched matmuls on an AVX2 EPYC); set {what}=False",
             RuntimeWarning,

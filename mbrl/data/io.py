@@ -488,7 +488,8 @@ def save_minari(
 
     Each episode becomes one Minari episode holding ``T + 1`` observations (the episode's observations
     then the final next observation); terminals/timeouts become terminations/truncations; proxy-action
-    flags go to ``infos["proxy_action"]`` and ``next_obs_known`` to ``infos["next_obs_known"]``. Uses ``minari.create_dataset_from_buffers`` (no jax needed).
+    flags go to ``infos["proxy_action"]`` and ``next_obs_known`` to ``infos["next_obs_known"]``. Uses
+    ``minari.create_dataset_from_buffers`` (no jax needed).
     On failure the partly written dataset folder is deleted.
 
     Args:
