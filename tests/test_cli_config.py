@@ -20,6 +20,7 @@ from mbrl.agents.offline_commands import TRAIN_BC, TRAIN_MOPO, TRAIN_RAVL
 from mbrl.cli import ConfigCommand, RunOptions, command_flags, config_flags, main, run_config_command
 from mbrl.logging import read_csv
 from mbrl.sweep.spec import command_info
+from mbrl.utils import native_bf16
 
 COMMANDS = {
     "sac": TRAIN_SAC, "dyna": TRAIN_DYNA, "lipschitz": TRAIN_LIPSCHITZ, "ravl": TRAIN_RAVL, "mopo": TRAIN_MOPO,
@@ -91,7 +92,9 @@ def test_the_help_shows_the_presets_values(capsys: pytest.CaptureFixture[str]) -
     data = ["--dataset", "mbrl/hopper/medium-v0"]
     paper, cpu = _help(capsys, "ravl", *data, "--preset", "paper"), _help(capsys, "ravl", *data)
     assert (_default_of(paper, "updates"), _default_of(cpu, "updates")) == ("3000000", "50000")
-    assert (_default_of(paper, "sac.use-bf16"), _default_of(cpu, "sac.use-bf16")) == ("False", "True")
+    assert (_default_of(paper, "rollout-length"), _default_of(cpu, "rollout-length")) == ("5", "20")
+    # bf16 only where the CPU has it natively (mbrl.utils.native_bf16)
+    assert (_default_of(paper, "sac.use-bf16"), _default_of(cpu, "sac.use-bf16")) == ("False", str(native_bf16("cpu")))
     # MOPO's lambda is the released one for the dataset the flag names
     assert _default_of(_help(capsys, "mopo", "--dataset", "mbrl/halfcheetah/medium-replay-v0"), "penalty-coef") == "1.0"
     assert _default_of(_help(capsys, "mopo", "--dataset", "mbrl/hopper/medium-v0"), "penalty-coef") == "5.0"
