@@ -161,7 +161,6 @@ def run_one(
     fields of the RAVL/MOPO config (not BC's)."""
     from mbrl.agents.bc import BCAgent, bc_preset
     from mbrl.agents.offline_model_based import OfflineModelBasedAgent
-    from mbrl.data import load_dataset
     from mbrl.logging import Logger, read_csv
     from mbrl.run import write_json_atomic
 
@@ -196,7 +195,7 @@ def run_one(
     q = np.isfinite(log["train/q_mean"]) if "train/q_mean" in log else np.zeros(len(log["step"]), dtype=bool)
     result = {
         "algo": variant(algo, filt, tag), "dataset": dataset_id, "seed": seed, "updates": agent.num_updates,
-        "dataset_fingerprint": load_dataset(dataset_id).fingerprint(),
+        "dataset_fingerprint": agent.dataset.fingerprint(),  # the data the agent trained on, as it loaded it
         "final_score": final["eval/normalized_score"], "final_return": final["eval/return_mean"],
         "eval_steps": log["step"][rows].tolist(), "scores": log["eval/normalized_score"][rows].tolist(),
         "q_steps": log["step"][q].tolist(), "q_mean": log["train/q_mean"][q].tolist() if q.any() else [],
